@@ -1,0 +1,504 @@
+"""The ``lpfs`` command.
+
+Exit codes: 0 success; 1 a kernel- or kmod-style error (one line, kmod's
+wording for insmod and rmmod); 2 a usage error; 3 no daemon could be reached.
+"""
+
+import argparse
+import json
+import logging
+import os
+import select
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from . import __version__, control, daemon
+from .errors import ControlError, ModfileError
+from .klog import Record
+from .profiles import Profile
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+READY_TIMEOUT: Final = 30.0
+
+# kmod's insmod words these errnos its own way (tools/insmod.c mod_strerror).
+KMOD_INSMOD_TEXT: Final = {
+    8: "Invalid module format",  # ENOEXEC
+    2: "Unknown symbol in module",  # ENOENT
+    3: "Module has wrong symbol version",  # ESRCH
+    22: "Invalid parameters",  # EINVAL
+}
+
+
+class CommandError(Exception):
+    """A failure the CLI reports as one line and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- finding the daemon -------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> control.Client:
+    mount = args.mount or os.environ.get("LPFS_MOUNT")
+    if mount:
+        return control.Client(control.socket_path(mount))
+    live = []
+    for sock in sorted(control.runtime_dir().glob("*.sock")):
+        try:
+            reply = control.Client(sock, timeout=2).call("ping")
+        except ControlError:
+            continue
+        if reply.get("ok"):
+            live.append(sock)
+    if len(live) == 1:
+        return control.Client(live[0])
+    why = "no lpfs daemon is running" if not live else "several lpfs daemons are running"
+    raise CommandError(f"lpfs: {why}; name one with --mount or LPFS_MOUNT", EXIT_UNREACHABLE)
+
+
+def _call(args: argparse.Namespace, cmd: str, **request: Any) -> Any:
+    """One request; returns its data or raises CommandError with the daemon's message."""
+    try:
+        reply = _client(args).call(cmd, **request)
+    except ControlError as exc:
+        raise CommandError(f"lpfs: {exc}", EXIT_UNREACHABLE) from None
+    if not reply.get("ok"):
+        raise CommandError(f"lpfs: {args.command}: {reply.get('error')}")
+    return reply.get("data")
+
+
+def _request(args: argparse.Namespace, cmd: str, **request: Any) -> dict[str, Any]:
+    try:
+        return _client(args).call(cmd, **request)
+    except ControlError as exc:
+        raise CommandError(f"lpfs: {exc}", EXIT_UNREACHABLE) from None
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+# -- subcommands --------------------------------------------------------------
+
+
+def _serving_pid(mountpoint: Path) -> int | None:
+    """The pid of the daemon answering for ``mountpoint``, or None."""
+    try:
+        return int(
+            control.Client(control.socket_path(mountpoint), timeout=2).call("ping")["data"]["pid"]
+        )
+    except (ControlError, KeyError, TypeError):
+        return None
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    mountpoint = Path(args.mountpoint).absolute()
+    if not mountpoint.is_dir() and not daemon.is_stale_mount(mountpoint):
+        raise CommandError(f"lpfs: mount: {args.mountpoint}: not a directory", EXIT_USAGE)
+    pid = _serving_pid(mountpoint)
+    if pid is not None:
+        raise CommandError(f"lpfs: mount: {args.mountpoint} is already served by pid {pid}")
+    try:
+        profile = Profile.parse(args.kernel) if args.kernel else Profile()
+    except ValueError as exc:
+        raise CommandError(f"lpfs: mount: {exc}", EXIT_USAGE) from None
+    options = daemon.MountOptions(
+        mountpoint=mountpoint,
+        kernel_log=Path(args.kernel_log).absolute() if args.kernel_log else None,
+        transition_interval=args.transition_interval,
+        scenario=Path(args.scenario).absolute() if args.scenario else None,
+        dyndbg=not args.no_dyndbg,
+        follow_log=args.follow_log,
+        demo=args.demo,
+        allow_other=args.allow_other,
+        threaded=args.threaded,
+        profile=profile,
+    )
+    if args.daemon:
+        return _mount_in_background(options, args)
+    _setup_logging(args)
+    try:
+        return daemon.run(options)
+    except (ControlError, ModfileError) as exc:
+        raise CommandError(f"lpfs: mount: {exc}") from None
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(
+        filename=args.log_file,
+        level=getattr(logging, args.log_level.upper(), logging.WARNING),
+        format="%(asctime)s lpfs[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _mount_in_background(options: daemon.MountOptions, args: argparse.Namespace) -> int:
+    """Fork a daemon and return once its mount answers (or report why it failed)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        _setup_logging(args)
+
+        def ready() -> None:
+            os.write(write_end, b"R")
+            os.close(write_end)
+
+        try:
+            code = daemon.run(options, ready)
+        except (ControlError, ModfileError) as exc:
+            os.write(write_end, b"E" + str(exc).encode())
+            code = EXIT_ERROR
+        except BaseException as exc:  # report, never let a forked child unwind into the CLI
+            os.write(write_end, b"E" + repr(exc).encode())
+            code = EXIT_ERROR
+        os._exit(code)
+    os.close(write_end)
+    readable, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+    message = os.read(read_end, 65536) if readable else b""
+    os.close(read_end)
+    if message.startswith(b"R"):
+        return EXIT_OK
+    os.waitpid(pid, os.WNOHANG)
+    reason = message[1:].decode(errors="replace") if message else "the daemon did not mount"
+    raise CommandError(f"lpfs: mount: {reason}")
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    target = args.mountpoint or args.mount or os.environ.get("LPFS_MOUNT")
+    if not target:
+        raise CommandError("lpfs: umount: name the mountpoint", EXIT_USAGE)
+    mountpoint = Path(target).absolute()
+    pid = _serving_pid(mountpoint)
+    if pid is None:
+        if daemon.is_stale_mount(mountpoint):
+            daemon.unmount(mountpoint, lazy=True)
+            control.socket_path(mountpoint).unlink(missing_ok=True)
+            return EXIT_OK
+        raise CommandError(f"lpfs: umount: {target}: no lpfs daemon serves it")
+    result = daemon.unmount(mountpoint)
+    if result.returncode != 0:
+        raise CommandError(f"lpfs: umount: {result.stderr.strip()}")
+    _wait_for_exit(pid, timeout=10.0)
+    return EXIT_OK
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+    raise CommandError(f"lpfs: umount: daemon {pid} is still running")
+
+
+def cmd_insmod(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(
+            f"insmod: ERROR: could not load module {args.file}: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError:
+        raise CommandError(
+            f"insmod: ERROR: could not insert module {args.file}: Invalid module format"
+        ) from None
+    reply = _request(args, "insmod", file=args.file, text=text, args=args.params)
+    if reply.get("ok"):
+        return EXIT_OK
+    if reply.get("kind") == "modfile":
+        raise CommandError(f"insmod: ERROR: {reply['error']}")
+    if reply.get("kind") == "kernel":
+        code = reply["errno"]
+        text = KMOD_INSMOD_TEXT.get(code, os.strerror(code))
+        raise CommandError(f"insmod: ERROR: could not insert module {args.file}: {text}")
+    raise CommandError(f"insmod: ERROR: {reply.get('error')}")
+
+
+def cmd_rmmod(args: argparse.Namespace) -> int:
+    name = daemon.module_name_from_arg(args.name)
+    reply = _request(args, "rmmod", name=args.name)
+    if reply.get("ok"):
+        return EXIT_OK
+    if reply.get("kind") == "kernel":
+        if reply["errno"] == 2:  # ENOENT
+            raise CommandError(f"rmmod: ERROR: Module {name} is not currently loaded")
+        raise CommandError(f"rmmod: ERROR: Module {name} is in use")
+    raise CommandError(f"rmmod: ERROR: {reply.get('error')}")
+
+
+def cmd_lsmod(args: argparse.Namespace) -> int:
+    modules = _call(args, "lsmod")
+    if args.json:
+        _print_json(modules)
+        return EXIT_OK
+    print("Module                  Size  Used by")
+    for m in modules:
+        holders = f" {','.join(m['holders'])}" if m["holders"] else ""
+        print(f"{m['name']:<19} {m['size']:>8}  {m['refcnt']}{holders}")
+    return EXIT_OK
+
+
+def cmd_dmesg(args: argparse.Namespace) -> int:
+    def show(fields: dict[str, Any]) -> None:
+        record = Record(**fields)
+        print(record.json() if args.json else record.dmesg(), flush=True)
+
+    if not args.follow:
+        for fields in _call(args, "dmesg", clear=args.clear or args.read_clear):
+            if not args.clear:
+                show(fields)
+        return EXIT_OK
+    try:
+        for reply in _client(args).stream("dmesg", follow=True):
+            show(reply["record"])
+    except ControlError as exc:
+        raise CommandError(f"lpfs: {exc}", EXIT_UNREACHABLE) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    rows = _call(args, "tasks", blocking=args.blocking)
+    if args.json:
+        _print_json(rows)
+    elif args.blocking:
+        print(f"{'PID':>7} {'COMM':<16} REASON")
+        for row in rows:
+            print(f"{row['pid']:>7} {row['comm']:<16} {row['reason']}")
+    else:
+        print(f"{'PID':>7} {'COMM':<16} {'STATE':<16} {'PATCH_STATE':>11}  STACK")
+        for row in rows:
+            print(
+                f"{row['pid']:>7} {row['comm']:<16} {row['state']:<16} "
+                f"{row['patch_state']:>11}  {','.join(row['stack'])}"
+            )
+    return EXIT_OK
+
+
+def _split_stack(text: str | None) -> list[str] | None:
+    return None if text is None else [f for f in text.split(",") if f]
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    if args.task_command == "add":
+        fields: dict[str, Any] = {
+            "pid": args.pid,
+            "comm": args.comm or f"task{args.pid}",
+            "state": args.state or "sleeping",
+            "stack": _split_stack(args.stack) or [],
+            "kthread": args.kthread,
+            "unreliable": args.unreliable,
+        }
+        if args.parent is not None:
+            fields["parent"] = args.parent
+        view = _call(args, "task_add", **fields)
+    elif args.task_command == "set":
+        changes: dict[str, Any] = {"pid": args.pid}
+        if args.state is not None:
+            changes["state"] = args.state
+        if args.stack is not None:
+            changes["stack"] = _split_stack(args.stack)
+        if args.comm is not None:
+            changes["comm"] = args.comm
+        for flag in ("kthread", "unreliable"):
+            if getattr(args, flag) is not None:
+                changes[flag] = getattr(args, flag)
+        view = _call(args, "task_set", **changes)
+    else:
+        view = _call(args, "task_exit", pid=args.pid)
+    if args.json and view is not None:
+        _print_json(view)
+    return EXIT_OK
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    ran = _call(args, "tick", count=args.count)
+    if args.json:
+        _print_json({"tries": ran})
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    _call(
+        args, "wait", patch=args.patch, mode="gone" if args.gone else "idle", timeout=args.timeout
+    )
+    return EXIT_OK
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    _call(args, "reset")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _call(args, "status")
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    print(f"kernel:      {status['kernel']} (lpfs {status['version']}, pid {status['pid']})")
+    print(f"mount:       {status['mountpoint']}")
+    print(f"socket:      {status['socket']}")
+    print(f"tainted:     {status['tainted']}")
+    for patch in status["patches"]:
+        state = "enabled" if patch["enabled"] else "disabled"
+        extra = ", replace" if patch["replace"] else ""
+        extra += ", forced" if patch["forced"] else ""
+        print(f"patch:       {patch['name']} ({state}, stack_order {patch['stack_order']}{extra})")
+    transition = status["transition"]
+    if transition is None:
+        print("transition:  none")
+    else:
+        print(
+            f"transition:  {transition['patch']} {transition['direction']}: "
+            f"{transition['tasks_switched']}/{transition['tasks_total']} tasks switched, "
+            f"{transition['tries']} tries, fake signal in {transition['next_signal_in']} tries"
+        )
+    return EXIT_OK
+
+
+# -- argument parsing ---------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _add_task_actions(
+    actions: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    *parents: argparse.ArgumentParser,
+) -> None:
+    add = actions.add_parser(
+        "add", parents=parents, help="a new task (forked from --parent if given)"
+    )
+    add.add_argument("--pid", type=int, required=True)
+    change = actions.add_parser("set", parents=parents, help="change a task")
+    change.add_argument("pid", type=int)
+    for p, default in ((add, False), (change, None)):
+        p.add_argument("--comm")
+        p.add_argument("--state", choices=["running", "sleeping", "uninterruptible", "R", "S", "D"])
+        p.add_argument("--stack", metavar="F1,F2", help="kernel stack, innermost first")
+        p.add_argument("--kthread", action=argparse.BooleanOptionalAction, default=default)
+        p.add_argument("--unreliable", action=argparse.BooleanOptionalAction, default=default)
+    add.add_argument("--parent", type=int, help="inherit this task's patch state")
+    end = actions.add_parser("exit", parents=parents, help="the task exits")
+    end.add_argument("pid", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--mount", metavar="M", help="mountpoint of the daemon (default $LPFS_MOUNT)"
+    )
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--json", action="store_true", help="print data as JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="lpfs", description="Emulate the Linux kernel's livepatch sysfs interface over FUSE."
+    )
+    parser.add_argument("--version", action="version", version=f"lpfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        helptext: str,
+        *parents: argparse.ArgumentParser,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=helptext, description=helptext, parents=[common, *parents])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("mount", cmd_mount, "mount the emulated sysfs and serve it")
+    p.add_argument("mountpoint")
+    p.add_argument("--daemon", action="store_true", help="return once the mount answers")
+    p.add_argument("--kernel-log", metavar="FILE", help="append each kernel log line to FILE")
+    p.add_argument(
+        "--transition-interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between transition retries; 0 = only `lpfs tick` (default 1)",
+    )
+    p.add_argument("--scenario", metavar="FILE", help="tasks and modules to start with")
+    p.add_argument("--kernel", metavar="VERSION", help="mainline release to emulate")
+    p.add_argument("--no-dyndbg", action="store_true", help="hide pr_debug lines")
+    p.add_argument("--demo", action="store_true", help="load the demo livepatch at start")
+    p.add_argument("--follow-log", action="store_true", help="print the kernel log as it grows")
+    p.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let other users in, with sysfs's permission checks",
+    )
+    p.add_argument("--threaded", action="store_true", help="use libfuse's multithreaded loop")
+    p.add_argument("--log-file", metavar="F", help="diagnostics log (default stderr)")
+    p.add_argument("--log-level", metavar="L", default="warning", help="diagnostics level")
+
+    p = add("umount", cmd_umount, "unmount and stop the daemon")
+    p.add_argument("mountpoint", nargs="?")
+
+    p = add("insmod", cmd_insmod, "load a module file")
+    p.add_argument("file")
+    p.add_argument("params", nargs="*", metavar="name=value")
+
+    p = add("rmmod", cmd_rmmod, "unload a module")
+    p.add_argument("name")
+
+    add("lsmod", cmd_lsmod, "list loaded modules", data)
+
+    p = add("dmesg", cmd_dmesg, "print the kernel log", data)
+    p.add_argument("-w", "--follow", action="store_true", help="wait for new lines")
+    p.add_argument("-C", "--clear", action="store_true", help="clear the ring")
+    p.add_argument("-c", "--read-clear", action="store_true", help="print, then clear")
+
+    p = add("tasks", cmd_tasks, "list tasks and their patch states", data)
+    p.add_argument("--blocking", action="store_true", help="only tasks that block the transition")
+
+    p = add("task", cmd_task, "add, change or end a simulated task")
+    _add_task_actions(
+        p.add_subparsers(dest="task_command", required=True, metavar="ACTION"), common, data
+    )
+
+    p = add("tick", cmd_tick, "run transition retries now", data)
+    p.add_argument("count", nargs="?", type=int, default=1)
+
+    p = add("wait", cmd_wait, "wait until a patch is gone or its transition is over")
+    p.add_argument("patch")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--gone", action="store_true", help="until its directory is gone")
+    how.add_argument("--idle", action="store_true", help="until it is not in transition")
+    p.add_argument("--timeout", type=_positive_float, metavar="S")
+
+    add("reset", cmd_reset, "unload everything and clear the log")
+    add("status", cmd_status, "show the emulated kernel's state", data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except CommandError as exc:
+        print(exc, file=sys.stderr)
+        code = exc.code
+    except BrokenPipeError:
+        code = EXIT_OK
+    sys.exit(code)

@@ -1,0 +1,559 @@
+"""The livepatch core: modules, patches and their lifecycle.
+
+Mirrors kernel/livepatch/core.c and the parts of the module loader that
+livepatch sees. ``Core.lock`` plays klp_mutex: it protects every module,
+patch, object and func, the transition engine and the task list. Public
+methods take it; helpers whose names end in ``_locked`` expect it held, and so
+does everything the transition engine calls back. Errors are raised as
+``KernelError(errno)`` and leave the state as the kernel would.
+"""
+
+import errno
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from .clock import Clock, SystemClock
+from .errors import KernelError
+from .klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
+from .modfile import MODULE_NAME_LEN, ModuleDef, StateDef
+from .profiles import Profile
+from .tasks import PatchState, SimulatedTasks
+from .transition import Transition
+
+TAINT_LIVEPATCH: Final = 15
+VMLINUX: Final = "vmlinux"
+
+
+@dataclass(eq=False)
+class Module:
+    """A loaded kernel module (struct module), livepatch or plain."""
+
+    definition: ModuleDef
+    created: float
+    refcnt: int = 0
+    state: str = "coming"  # initstate: coming, live, going
+    loaded: bool = True
+    patch: "Patch | None" = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def taint(self) -> str:
+        return "K" if self.definition.livepatch else ""
+
+    @property
+    def size(self) -> int:
+        """Core size in bytes, as lsmod shows it: whole pages, growing with the funcs."""
+        funcs = sum(len(obj.funcs) for obj in self.definition.objects)
+        return 4096 * (3 + (funcs + 7) // 8)
+
+
+@dataclass(eq=False)
+class Func:
+    """struct klp_func: one redirected function, or a NOP of an atomic-replace patch."""
+
+    old_name: str
+    new_name: str
+    old_sympos: int
+    nop: bool = False
+    patched: bool = False
+    transition: bool = False
+
+    @property
+    def dirname(self) -> str:
+        """The sysfs directory name; sympos 0 (unique) is shown as 1."""
+        return f"{self.old_name},{self.old_sympos or 1}"
+
+    @property
+    def replacement(self) -> str:
+        """The code this func makes tasks run; a NOP falls through to the original."""
+        return self.old_name if self.nop else self.new_name
+
+
+@dataclass(eq=False)
+class KlpObject:
+    """struct klp_object: vmlinux or one module, with its funcs."""
+
+    name: str
+    funcs: list[Func]
+    dynamic: bool = False
+    patched: bool = False
+    freed: bool = False
+
+    @property
+    def is_module(self) -> bool:
+        return self.name != VMLINUX
+
+
+@dataclass(eq=False)
+class Patch:
+    """struct klp_patch: one livepatch module's patch."""
+
+    module: Module
+    replace: bool
+    states: tuple[StateDef, ...]
+    objects: list[KlpObject] = field(default_factory=list)
+    enabled: bool = False
+    forced: bool = False
+    freed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.module.name
+
+    def funcs(self) -> Iterator[Func]:
+        for obj in self.objects:
+            yield from obj.funcs
+
+    def find_object(self, name: str) -> KlpObject | None:
+        return next((obj for obj in self.objects if obj.name == name), None)
+
+
+class Core:
+    """The emulated kernel: loaded modules, klp_patches and the transition."""
+
+    def __init__(
+        self,
+        log: KernelLog,
+        tasks: SimulatedTasks | None = None,
+        profile: Profile | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.lock = threading.RLock()
+        # Notified on every state change; waiters (lpfs wait, the retry
+        # timer) sleep on it with the lock released.
+        self.changed = threading.Condition(self.lock)
+        self.log = log
+        self.tasks = tasks if tasks is not None else SimulatedTasks()
+        self.profile = profile or Profile()
+        self.clock = clock or SystemClock()
+        self.modules: dict[str, Module] = {}
+        self.patches: list[Patch] = []  # klp_patches: enabled or in transition
+        self.tainted = 0
+        # ops->func_stack per patched function, oldest first.
+        self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
+        self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
+
+    # -- helpers for log lines -----------------------------------------------
+
+    def _pr(self, level: int, text: str) -> None:
+        self.log.printk(level, f"livepatch: {text}")
+
+    # -- module loader -------------------------------------------------------
+
+    def insmod(self, definition: ModuleDef, args: tuple[str, ...] = ()) -> Module:
+        """Load a module and run its init; a livepatch module's init is klp_enable_patch().
+
+        ``args`` are ``name=value`` module parameters. Raises KernelError:
+        EEXIST if a module of that name is loaded, or the error of
+        klp_enable_patch(), in which case the module is not loaded.
+        """
+        with self.lock:
+            if definition.name in self.modules:
+                raise KernelError(errno.EEXIST)
+            module = Module(definition, created=time.time())
+            if definition.livepatch:
+                self._taint_livepatch_locked(module)
+            self.modules[module.name] = module
+            try:
+                self._module_coming_locked(module)
+                self._parse_args_locked(module, args)
+                if definition.calls_klp_enable_patch:
+                    self._klp_enable_patch_locked(module)
+            except KernelError:
+                module.state = "going"
+                self._module_going_locked(module)
+                self._forget_module_locked(module)
+                raise
+            finally:
+                self.changed.notify_all()
+            module.state = "live"
+            return module
+
+    def rmmod(self, name: str) -> None:
+        """Unload a module.
+
+        Raises KernelError: ENOENT if it is not loaded, EWOULDBLOCK while a
+        reference is held (a livepatch whose patch exists, or was forced).
+        """
+        with self.lock:
+            module = self.modules.get(name)
+            if module is None:
+                raise KernelError(errno.ENOENT)
+            if module.refcnt > 0:
+                raise KernelError(errno.EWOULDBLOCK)
+            module.state = "going"
+            self._module_going_locked(module)
+            self._forget_module_locked(module)
+            self.changed.notify_all()
+
+    def reset(self) -> None:
+        """Forget every module and patch, and clear the log: a freshly booted kernel."""
+        with self.lock:
+            for patch in self.patches:
+                patch.freed = True
+                for obj in patch.objects:
+                    obj.freed = True
+            for module in self.modules.values():
+                module.loaded = False
+            self.patches.clear()
+            self.modules.clear()
+            self._func_stacks.clear()
+            self.tasks.clear()
+            self.engine.patch = None
+            self.engine.target = PatchState.IDLE
+            self.engine.retry_queued = False
+            self.tainted = 0
+            self.log.clear()
+            self.changed.notify_all()
+
+    def _taint_livepatch_locked(self, module: Module) -> None:
+        if not self.tainted & (1 << TAINT_LIVEPATCH):
+            self.log.printk(KERN_NOTICE, f"{module.name}: tainting kernel with TAINT_LIVEPATCH")
+        self.tainted |= 1 << TAINT_LIVEPATCH
+
+    def _parse_args_locked(self, module: Module, args: tuple[str, ...]) -> None:
+        """parse_args(): a parameter the module does not declare is ignored with a warning."""
+        for arg in args:
+            name = arg.split("=", 1)[0]
+            self.log.printk(KERN_WARNING, f"{module.name}: unknown parameter '{name}' ignored")
+
+    def _forget_module_locked(self, module: Module) -> None:
+        module.loaded = False
+        del self.modules[module.name]
+
+    def _module_coming_locked(self, module: Module) -> None:
+        """klp_module_coming(): patch the new module's objects in every patch that has one."""
+        if module.name == VMLINUX:
+            self._pr(KERN_ERR, "vmlinux.ko: invalid module name")
+            raise KernelError(errno.EINVAL)
+        for patch in self.patches:
+            obj = patch.find_object(module.name)
+            if obj is None:
+                continue
+            self._pr(
+                KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
+            )
+            self.patch_object(obj)
+
+    def _module_going_locked(self, module: Module) -> None:
+        """klp_module_going(): revert every patch's object for the departing module."""
+        for patch in self.patches:
+            obj = patch.find_object(module.name)
+            if obj is None or not obj.patched:
+                continue
+            self._pr(
+                KERN_NOTICE, f"reverting patch '{patch.name}' on unloading module '{module.name}'"
+            )
+            self.unpatch_object(obj)
+
+    def object_loaded(self, obj: KlpObject) -> bool:
+        """klp_is_object_loaded(): vmlinux always, a module while it is loaded and not going."""
+        if not obj.is_module:
+            return True
+        module = self.modules.get(obj.name)
+        return module is not None and module.state != "going"
+
+    # -- klp_enable_patch ----------------------------------------------------
+
+    def _klp_enable_patch_locked(self, module: Module) -> None:
+        """klp_enable_patch() from the module's init, with the kernel's checks in order."""
+        definition = module.definition
+        if not definition.objects:
+            raise KernelError(errno.EINVAL)
+        if not definition.livepatch:
+            self._pr(KERN_ERR, f"module {module.name} is not marked as a livepatch module")
+            raise KernelError(errno.EINVAL)
+        if not self._is_patch_compatible(definition):
+            self._pr(
+                KERN_ERR,
+                f"Livepatch patch ({module.name}) is not compatible with the already "
+                "installed livepatches.",
+            )
+            raise KernelError(errno.EINVAL)
+        module.refcnt += 1  # try_module_get()
+        patch = Patch(module, replace=definition.replace, states=definition.states)
+        module.patch = patch
+        try:
+            self._init_patch_locked(patch)
+            self._enable_patch_locked(patch)
+        except KernelError:
+            self._free_patch_start(patch)
+            self._free_patch_finish(patch)
+            raise
+
+    def _is_patch_compatible(self, definition: ModuleDef) -> bool:
+        """klp_is_patch_compatible(): the new patch must keep every installed state."""
+        new_states = {state.id: state for state in definition.states}
+        for old_patch in self.patches:
+            for old_state in old_patch.states:
+                state = new_states.get(old_state.id)
+                if state is None:
+                    if definition.replace:
+                        return False
+                elif state.version < old_state.version:
+                    return False
+        return True
+
+    def _init_patch_locked(self, patch: Patch) -> None:
+        """klp_init_patch(): build objects and funcs (NOPs for replace), join klp_patches."""
+        for obj_def in patch.module.definition.objects:
+            if obj_def.name != VMLINUX and len(obj_def.name) >= MODULE_NAME_LEN:
+                raise KernelError(errno.EINVAL)
+            if patch.find_object(obj_def.name):
+                raise KernelError(errno.EEXIST)  # duplicate kobject name
+            funcs: list[Func] = []
+            for func_def in obj_def.funcs:
+                if len(func_def.old_name) >= self.profile.ksym_name_len:
+                    raise KernelError(errno.EINVAL)
+                func = Func(func_def.old_name, func_def.new_name, func_def.old_sympos)
+                if any(other.dirname == func.dirname for other in funcs):
+                    raise KernelError(errno.EEXIST)
+                funcs.append(func)
+            patch.objects.append(KlpObject(obj_def.name, funcs))
+        if patch.replace:
+            self._add_nops(patch)
+        self.patches.append(patch)
+
+    def _add_nops(self, patch: Patch) -> None:
+        """klp_add_nops(): fall-through funcs for whatever older patches patch and this one not."""
+        for old_patch in self.patches:
+            for old_obj in old_patch.objects:
+                obj = patch.find_object(old_obj.name)
+                if obj is None:
+                    obj = KlpObject(old_obj.name, [], dynamic=True)
+                    patch.objects.append(obj)
+                for old_func in old_obj.funcs:
+                    if any(func.dirname == old_func.dirname for func in obj.funcs):
+                        continue
+                    obj.funcs.append(
+                        Func(old_func.old_name, old_func.old_name, old_func.old_sympos, nop=True)
+                    )
+
+    def _enable_patch_locked(self, patch: Patch) -> None:
+        """__klp_enable_patch(): EBUSY during another transition, else start patching."""
+        if self.engine.patch is not None:
+            raise KernelError(errno.EBUSY)
+        self._pr(KERN_NOTICE, f"enabling patch '{patch.name}'")
+        self.engine.init(patch, PatchState.PATCHED)
+        for obj in patch.objects:
+            if self.object_loaded(obj):
+                self.patch_object(obj)
+        self.engine.start()
+        patch.enabled = True
+        self.engine.try_complete()
+
+    # -- sysfs stores --------------------------------------------------------
+
+    def enabled_store(self, patch: Patch, enabled: bool) -> None:
+        """enabled_store() after kstrtobool.
+
+        Raises KernelError: EINVAL for the state the patch is already in or a
+        request to re-enable a disabled patch, EBUSY to disable during another
+        patch's transition. Writing the opposite value during the patch's own
+        transition reverses it.
+        """
+        with self.lock:
+            self._check_alive(patch)
+            if patch.enabled == enabled:
+                raise KernelError(errno.EINVAL)  # already in requested state
+            if patch is self.engine.patch:
+                self.engine.reverse()
+            elif not enabled:
+                self._disable_patch_locked(patch)
+            else:
+                raise KernelError(errno.EINVAL)  # a disabled patch cannot be re-enabled
+            self.changed.notify_all()
+
+    def force_store(self, patch: Patch, force: bool) -> None:
+        """force_store() after kstrtobool: EINVAL unless the patch is in transition."""
+        if not force:
+            return
+        with self.lock:
+            self._check_alive(patch)
+            if patch is not self.engine.patch:
+                raise KernelError(errno.EINVAL)
+            self.engine.force()
+            self.changed.notify_all()
+
+    def _check_alive(self, patch: Patch) -> None:
+        if patch.freed:
+            raise KernelError(errno.ENODEV)
+
+    def _disable_patch_locked(self, patch: Patch) -> None:
+        """__klp_disable_patch(): start unpatching; EBUSY during any transition."""
+        if self.engine.patch is not None:
+            raise KernelError(errno.EBUSY)
+        self.engine.init(patch, PatchState.UNPATCHED)
+        self.engine.start()
+        patch.enabled = False
+        self.engine.try_complete()
+
+    # -- the retry work ------------------------------------------------------
+
+    def transition_work(self) -> bool:
+        """klp_transition_work_fn(): one retry; False if no transition was in progress."""
+        with self.lock:
+            if self.engine.patch is None:
+                return False
+            self.engine.retry_queued = False
+            self.engine.try_complete()
+            self.changed.notify_all()
+            return True
+
+    def tick(self, count: int = 1) -> int:
+        """Run up to ``count`` retries now; returns how many ran."""
+        ran = 0
+        while ran < count and self.transition_work():
+            ran += 1
+        return ran
+
+    def run_retry_timer(self, interval: float, stop: threading.Event) -> None:
+        """The delayed work: retry every ``interval`` seconds while a retry is queued."""
+        with self.lock:
+            due: float | None = None
+            while not stop.is_set():
+                if not self.engine.retry_queued:
+                    due = None
+                    self.changed.wait(0.5)
+                    continue
+                now = self.clock.monotonic()
+                if due is None:
+                    due = now + interval
+                if now < due:
+                    self.changed.wait(due - now)
+                    continue
+                due = None
+                self.transition_work()
+
+    # -- called by the transition engine (lock held) -------------------------
+
+    def functions_to_check(self, patch: Patch, target: PatchState) -> frozenset[str]:
+        """klp_check_stack_func(): the code no task may be in to switch towards ``target``.
+
+        Patching: what each func replaces, i.e. the original function or the
+        replacement of the patch below it on the func stack. Unpatching: the
+        func's own replacement.
+        """
+        names = set()
+        for obj in patch.objects:
+            if not obj.patched:
+                continue
+            for func in obj.funcs:
+                if target == PatchState.UNPATCHED:
+                    names.add(func.replacement)
+                    continue
+                stack = self._func_stacks.get(self._func_key(obj, func), [])
+                index = stack.index(func) if func in stack else 0
+                names.add(stack[index - 1].replacement if index > 0 else func.old_name)
+        return frozenset(names)
+
+    @staticmethod
+    def _func_key(obj: KlpObject, func: Func) -> tuple[str, str, int]:
+        return (obj.name, func.old_name, func.old_sympos or 1)
+
+    def patch_object(self, obj: KlpObject) -> None:
+        """klp_patch_object(): put every func on top of its function's stack."""
+        for func in obj.funcs:
+            if not func.patched:
+                self._func_stacks.setdefault(self._func_key(obj, func), []).append(func)
+                func.patched = True
+        obj.patched = True
+
+    def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None:
+        """klp_unpatch_object(): take the funcs (or only the NOPs) off their stacks."""
+        for func in obj.funcs:
+            if func.patched and (func.nop or not nops_only):
+                key = self._func_key(obj, func)
+                stack = self._func_stacks[key]
+                stack.remove(func)
+                if not stack:
+                    del self._func_stacks[key]
+                func.patched = False
+        if obj.dynamic or not nops_only:
+            obj.patched = False
+
+    def unpatch_objects(self, patch: Patch) -> None:
+        for obj in patch.objects:
+            if obj.patched:
+                self.unpatch_object(obj)
+
+    def unpatch_replaced_patches(self, new_patch: Patch) -> None:
+        """klp_unpatch_replaced_patches(): older patches stop, without callbacks."""
+        for old_patch in self.patches:
+            if old_patch is new_patch:
+                break
+            old_patch.enabled = False
+            self.unpatch_objects(old_patch)
+
+    def discard_nops(self, patch: Patch) -> None:
+        """klp_discard_nops(): drop the NOP funcs and dynamic objects once replaced."""
+        for obj in patch.objects:
+            if obj.patched:
+                self.unpatch_object(obj, nops_only=True)
+            obj.funcs = [func for func in obj.funcs if not func.nop]
+            if obj.dynamic:
+                obj.freed = True
+        patch.objects = [obj for obj in patch.objects if not obj.dynamic]
+
+    def free_patch(self, patch: Patch) -> None:
+        """klp_free_patch_async(), run at once: see the README's differences."""
+        self._free_patch_start(patch)
+        self._free_patch_finish(patch)
+
+    def free_replaced_patches(self, new_patch: Patch) -> None:
+        """klp_free_replaced_patches_async(): free every patch older than ``new_patch``."""
+        for old_patch in list(self.patches):
+            if old_patch is new_patch:
+                return
+            self.free_patch(old_patch)
+
+    def mark_forced(self, patch: Patch, target: PatchState) -> None:
+        """The forced flags of klp_force_transition(): those modules stay referenced."""
+        if not self.profile.forced_marks_only_removed:
+            for each in self.patches:
+                each.forced = True
+        elif target == PatchState.UNPATCHED:
+            patch.forced = True
+        elif patch.replace:
+            for each in self.patches:
+                if each is not patch:
+                    each.forced = True
+
+    def _free_patch_start(self, patch: Patch) -> None:
+        """klp_free_patch_start(): leave klp_patches and drop the objects."""
+        if patch in self.patches:
+            self.patches.remove(patch)
+        for obj in patch.objects:
+            if obj.patched:
+                self.unpatch_object(obj)
+            obj.freed = True
+
+    def _free_patch_finish(self, patch: Patch) -> None:
+        """klp_free_patch_finish(): the directory goes, then the module reference."""
+        patch.freed = True
+        patch.module.patch = None
+        if not patch.forced:
+            patch.module.refcnt -= 1
+
+    # -- views ---------------------------------------------------------------
+
+    def find_patch(self, name: str) -> Patch | None:
+        return next((patch for patch in self.patches if patch.name == name), None)
+
+    def stack_order(self, patch: Patch) -> int:
+        """1-based position in klp_patches; past the end for an unlinked patch, as the kernel."""
+        for position, each in enumerate(self.patches, start=1):
+            if each is patch:
+                return position
+        return len(self.patches)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Block, with the lock released, until ``predicate`` holds; False on timeout."""
+        with self.lock:
+            return self.changed.wait_for(predicate, timeout)

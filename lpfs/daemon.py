@@ -1,0 +1,366 @@
+"""The daemon: one emulated kernel, its FUSE mount, retry timer and control socket.
+
+``Daemon.handle`` answers control requests by calling the core; ``run``
+mounts and serves until the mount goes away (``lpfs umount``, ``fusermount
+-u``) or SIGINT/SIGTERM, which libfuse turns into a clean unmount.
+"""
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, fs, modfile, scenario
+from .clock import SystemClock
+from .control import ControlServer, Reply, error_reply, socket_path
+from .core import Core, Module, Patch
+from .errors import ControlError, KernelError, ModfileError
+from .klog import KernelLog
+from .profiles import Profile
+from .sysfs import Tree
+from .tasks import SchedState, SimulatedTasks
+
+log = logging.getLogger(__name__)
+
+DEMO_MODULE = Path(__file__).parent / "demo" / "livepatch_demo.toml"
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """Everything ``lpfs mount`` was asked for."""
+
+    mountpoint: Path
+    kernel_log: Path | None = None
+    transition_interval: float = 1.0
+    scenario: Path | None = None
+    dyndbg: bool = True
+    follow_log: bool = False
+    demo: bool = False
+    allow_other: bool = False
+    threaded: bool = False
+    profile: Profile = field(default_factory=Profile)
+
+
+def module_name_from_arg(arg: str) -> str:
+    """rmmod accepts a name or a file path, as kmod does."""
+    base = os.path.basename(arg)
+    for suffix in (".ko", ".toml"):
+        base = base.removesuffix(suffix)
+    return modfile.module_name(base)
+
+
+def _ok(data: Any = None) -> Reply:
+    return {"ok": True, "data": data}
+
+
+def _kernel_error(exc: KernelError) -> Reply:
+    return error_reply("kernel", str(exc), exc.errno)
+
+
+class Daemon:
+    """The control-request side of a running lpfs."""
+
+    def __init__(self, options: MountOptions) -> None:
+        self.options = options
+        self.clock = SystemClock()
+        self.klog = KernelLog(self.clock, sink=options.kernel_log, dyndbg=options.dyndbg)
+        self.tasks = SimulatedTasks()
+        self.core = Core(self.klog, self.tasks, options.profile, self.clock)
+        self.tree = Tree(self.core)
+        self.socket = socket_path(options.mountpoint)
+        self.stopping = threading.Event()
+
+    # -- requests ------------------------------------------------------------
+
+    def handle(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply | None:
+        cmd = request["cmd"]
+        handler = getattr(self, f"cmd_{cmd}", None)
+        if handler is None:
+            return error_reply("usage", f"unknown command '{cmd}'")
+        try:
+            return handler(request, send)
+        except KernelError as exc:
+            return _kernel_error(exc)
+        except ModfileError as exc:
+            return error_reply("modfile", str(exc), errno.ENOEXEC)
+        except (KeyError, TypeError, ValueError) as exc:
+            return error_reply("usage", f"bad '{cmd}' request: {exc}")
+
+    def cmd_ping(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        return _ok(self._identity())
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mountpoint": str(self.options.mountpoint),
+            "socket": str(self.socket),
+            "version": __version__,
+            "kernel": self.core.profile.release,
+        }
+
+    def cmd_insmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        file, text = request["file"], request["text"]
+        args = request.get("args", [])
+        if not isinstance(file, str) or not isinstance(text, str) or not isinstance(args, list):
+            raise TypeError("file and text must be strings, args a list")
+        stem = os.path.basename(file).split(".", 1)[0]
+        definition = modfile.parse(text, file, default_name=stem)
+        self.core.insmod(definition, tuple(str(arg) for arg in args))
+        return _ok()
+
+    def cmd_rmmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        self.core.rmmod(module_name_from_arg(str(request["name"])))
+        return _ok()
+
+    def cmd_lsmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        with self.core.lock:
+            # /proc/modules lists the most recently loaded module first.
+            modules = [_module_view(m) for m in reversed(self.core.modules.values())]
+        return _ok(modules)
+
+    def cmd_dmesg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply | None:
+        records = self.klog.records()
+        if request.get("clear"):
+            self.klog.clear()
+        if not request.get("follow"):
+            return _ok([asdict(r) for r in records])
+        after = records[-1].seq if records else -1
+        try:
+            for record in records:
+                send({"record": asdict(record)})
+            for record in self.klog.follow(after, self.stopping):
+                send({"record": asdict(record)})
+        except BrokenPipeError:
+            pass
+        return None
+
+    def cmd_tasks(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        with self.core.lock:
+            if request.get("blocking"):
+                return _ok([asdict(b) for b in self.core.engine.blockers()])
+            return _ok([task.view() for task in self.tasks.tasks()])
+
+    def cmd_task_add(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        task = scenario.task_from_fields(request)
+        with self.core.lock:
+            parent_pid = request.get("parent")
+            parent = self.tasks.get(parent_pid) if parent_pid is not None else None
+            if parent_pid is not None and parent is None:
+                raise KernelError(errno.ESRCH, f"no task with pid {parent_pid}")
+            if self.core.engine.patch is not None and parent is None:
+                # Forked from a task that has not switched yet.
+                task.patch_state = self.core.engine.initial_state
+                task.pending = True
+            try:
+                self.tasks.add(task, parent)
+            except KeyError:
+                raise KernelError(errno.EEXIST, f"pid {task.pid} exists") from None
+            self.core.changed.notify_all()
+        return _ok(task.view())
+
+    def cmd_task_set(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        with self.core.lock:
+            task = self.tasks.get(request["pid"])
+            if task is None:
+                raise KernelError(errno.ESRCH, f"no task with pid {request['pid']}")
+            if "state" in request:
+                task.state = SchedState.parse(str(request["state"]))
+            if "stack" in request:
+                stack = request["stack"]
+                if not isinstance(stack, list) or not all(isinstance(f, str) for f in stack):
+                    raise TypeError("stack must be a list of function names")
+                task.stack = tuple(stack)
+            for flag in ("kthread", "unreliable"):
+                if flag in request:
+                    setattr(task, flag, bool(request[flag]))
+            if "comm" in request:
+                task.comm = str(request["comm"])[:15]
+            self.core.changed.notify_all()
+            return _ok(task.view())
+
+    def cmd_task_exit(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        with self.core.lock:
+            try:
+                self.tasks.remove(request["pid"])
+            except KeyError:
+                raise KernelError(errno.ESRCH, f"no task with pid {request['pid']}") from None
+            self.core.changed.notify_all()
+        return _ok()
+
+    def cmd_tick(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        count = request.get("count", 1)
+        if not isinstance(count, int) or count < 1:
+            raise ValueError("count must be a positive integer")
+        return _ok(self.core.tick(count))
+
+    def cmd_wait(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        name, mode = str(request["patch"]), request["mode"]
+        timeout = request.get("timeout")
+        core = self.core
+        if mode == "gone":
+
+            def done() -> bool:
+                return core.find_patch(name) is None
+        elif mode == "idle":
+
+            def done() -> bool:
+                return core.engine.patch is None or core.engine.patch.name != name
+        else:
+            raise ValueError(f"mode must be 'gone' or 'idle', not {mode!r}")
+        if core.wait_until(done, timeout):
+            return _ok()
+        return error_reply("timeout", f"timed out waiting for {name} ({mode})", errno.ETIMEDOUT)
+
+    def cmd_reset(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        self.core.reset()
+        return _ok()
+
+    def cmd_status(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        core = self.core
+        with core.lock:
+            transition = core.engine.status()
+            return _ok(
+                {
+                    **self._identity(),
+                    "transition_interval": self.options.transition_interval,
+                    "tainted": core.tainted,
+                    "transition": asdict(transition) if transition else None,
+                    "patches": [_patch_view(core, p) for p in core.patches],
+                    "modules": [_module_view(m) for m in core.modules.values()],
+                }
+            )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def load_startup(self) -> None:
+        """Tasks and modules from --scenario and --demo. Raises ControlError with a message."""
+        files: list[Path] = []
+        if self.options.scenario:
+            plan = scenario.load(self.options.scenario)
+            with self.core.lock:
+                for task, parent_pid in plan.tasks:
+                    parent = self.tasks.get(parent_pid) if parent_pid else None
+                    self.tasks.add(task, parent)
+            files.extend(plan.modules)
+        if self.options.demo:
+            files.append(DEMO_MODULE)
+        for file in files:
+            try:
+                self.core.insmod(modfile.load(file))
+            except KernelError as exc:
+                raise ControlError(f"insmod {file}: {exc}") from None
+
+
+def _module_view(module: Module) -> dict[str, Any]:
+    return {
+        "name": module.name,
+        "size": module.size,
+        "refcnt": module.refcnt,
+        "holders": [],
+        "livepatch": module.definition.livepatch,
+        "state": module.state,
+    }
+
+
+def _patch_view(core: Core, patch: Patch) -> dict[str, Any]:
+    return {
+        "name": patch.name,
+        "enabled": patch.enabled,
+        "transition": core.engine.patch is patch,
+        "replace": patch.replace,
+        "stack_order": core.stack_order(patch),
+        "forced": patch.forced,
+        "objects": [
+            {
+                "name": obj.name,
+                "patched": obj.patched,
+                "dynamic": obj.dynamic,
+                "funcs": [
+                    {
+                        "old_name": f.old_name,
+                        "new_name": f.new_name,
+                        "sympos": f.old_sympos or 1,
+                        "nop": f.nop,
+                    }
+                    for f in obj.funcs
+                ],
+            }
+            for obj in patch.objects
+        ],
+    }
+
+
+def is_stale_mount(path: Path) -> bool:
+    """A FUSE mount whose daemon died: every access fails with ENOTCONN."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def unmount(path: Path, lazy: bool = False) -> subprocess.CompletedProcess[str]:
+    args = ["fusermount", "-u", *(["-z"] if lazy else []), os.fspath(path)]
+    return subprocess.run(args, capture_output=True, text=True, check=False)
+
+
+def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
+    """Mount, serve until unmounted, clean up. Raises ControlError before mounting."""
+    daemon = Daemon(options)
+    if is_stale_mount(options.mountpoint):
+        unmount(options.mountpoint, lazy=True)
+    daemon.load_startup()
+    server = ControlServer(daemon.socket, daemon.handle)
+    threads = [server.start()]
+    if options.transition_interval > 0:
+        timer = threading.Thread(
+            target=daemon.core.run_retry_timer,
+            args=(options.transition_interval, daemon.stopping),
+            name="lpfs-retry",
+            daemon=True,
+        )
+        timer.start()
+        threads.append(timer)
+
+    def on_init() -> None:
+        ready()
+        if options.follow_log:
+            _start_follower(daemon)
+
+    try:
+        fs.serve(
+            daemon.tree,
+            os.fspath(options.mountpoint),
+            on_init,
+            options.allow_other,
+            options.threaded,
+        )
+    finally:
+        daemon.stopping.set()
+        with daemon.core.lock:
+            daemon.core.changed.notify_all()
+        server.close()
+        daemon.klog.close()
+    return 0
+
+
+def _start_follower(daemon: Daemon) -> None:
+    mnt = daemon.options.mountpoint
+    print(
+        f"lpfs: emulated sysfs at {mnt}; try `ls {mnt}/kernel/livepatch` and "
+        f"`echo 0 > {mnt}/kernel/livepatch/<patch>/enabled`; Ctrl-C unmounts",
+        flush=True,
+    )
+
+    def follow() -> None:
+        for record in daemon.klog.follow(-1, daemon.stopping):
+            sys.stdout.write(record.dmesg() + "\n")
+            sys.stdout.flush()
+
+    threading.Thread(target=follow, name="lpfs-follow", daemon=True).start()

@@ -1,0 +1,51 @@
+"""lpfs's error vocabulary."""
+
+import errno
+import os
+
+
+class KernelError(Exception):
+    """An errno that the emulated kernel returns to user space.
+
+    Raised by the core and the sysfs layer (EINVAL, EBUSY, ENODEV, ...);
+    the FUSE adapter turns it into the errno of the failing system call and
+    the CLI into kmod's or the shell's message.
+    """
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        super().__init__(code, detail or os.strerror(code))
+        self.errno = code
+        self.detail = detail
+
+    @property
+    def name(self) -> str:
+        return errno.errorcode.get(self.errno, str(self.errno))
+
+    def __str__(self) -> str:
+        return self.detail or os.strerror(self.errno)
+
+
+class ModfileError(ValueError):
+    """A module file that cannot be read as a module definition.
+
+    Raised by ``modfile.load``; prints as ``file: key: reason``, for example
+    ``demo.toml: object[0].func[1].old_name: missing``.
+    """
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        super().__init__(file, key, reason)
+        self.file = file
+        self.key = key
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.reason}"
+
+
+class ControlError(Exception):
+    """A fault of the control protocol: a malformed request or reply, or no daemon.
+
+    Raised by ``control`` on either side; the CLI reports it and exits 3 when
+    the daemon cannot be reached.
+    """

@@ -1,0 +1,153 @@
+"""The thin FUSE adapter: fusepy callbacks routed onto ``sysfs.Tree``.
+
+Only the operations sysfs answers are defined, so libfuse replies ENOSYS to
+the rest once and the kernel stops asking. Every callback turns a
+``KernelError`` into ``FuseOSError`` of the same errno; anything unexpected
+is logged and answered with EIO, so the daemon keeps serving.
+"""
+
+import errno
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from fuse import FUSE, FuseOSError
+
+from .errors import KernelError
+from .sysfs import Handle, Tree
+
+log = logging.getLogger(__name__)
+
+NS: int = 1_000_000_000
+
+
+def mount_options(allow_other: bool = False) -> dict[str, Any]:
+    """Every FUSE mount option lpfs uses, in one place.
+
+    direct_io: a pseudo-file reporting 4096 bytes must not be served from the
+    page cache. Zero timeouts: the kernel must ask again after every change,
+    so a freed patch is ENOENT at once. default_permissions with allow_other:
+    other users get the kernel's own mode checks, as on sysfs.
+    """
+    options: dict[str, Any] = {
+        "fsname": "lpfs",
+        "subtype": "lpfs",
+        "direct_io": True,
+        "entry_timeout": 0,
+        "attr_timeout": 0,
+        "negative_timeout": 0,
+    }
+    if allow_other:
+        options["allow_other"] = True
+        options["default_permissions"] = True
+    return options
+
+
+class LivepatchFS:
+    """fusepy operations object; state lives in attributes no FUSE op is named after."""
+
+    use_ns = True
+
+    def __init__(self, tree: Tree, on_init: Callable[[], None] = lambda: None) -> None:
+        self._tree = tree
+        self._on_init = on_init
+        self._handles: dict[int, Handle] = {}
+        self._fh_counter = itertools.count(1)
+
+    def __call__(self, op: str, *args: Any) -> Any:
+        try:
+            return getattr(self, op)(*args)
+        except KernelError as exc:
+            raise FuseOSError(exc.errno) from None
+        except FuseOSError:
+            raise
+        except Exception:
+            log.exception("unexpected failure in FUSE operation %s%r", op, args)
+            raise FuseOSError(errno.EIO) from None
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FuseOSError(errno.EBADF) from None
+
+    def _new_handle(self, handle: Handle) -> int:
+        fh = next(self._fh_counter)
+        self._handles[fh] = handle
+        return fh
+
+    # -- callbacks -----------------------------------------------------------
+
+    def init(self, path: str) -> None:
+        self._on_init()
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        node = self._handles[fh].node if fh in self._handles else self._tree.lookup(path)
+        st = self._tree.stat(node)
+        for key in ("st_atime", "st_mtime", "st_ctime"):
+            st[key] = int(st[key] * NS)
+        return {key: int(value) for key, value in st.items()}
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        node = self._tree.lookup(path)
+        if not node.is_dir:
+            raise FuseOSError(errno.ENOTDIR)
+        return [".", "..", *self._tree.entries(node)]
+
+    def open(self, path: str, flags: int) -> int:
+        return self._new_handle(self._tree.open(path, flags))
+
+    def create(self, path: str, mode: int) -> int:
+        # kernfs directories have no create operation: O_CREAT of a new name.
+        raise FuseOSError(errno.EACCES)
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return self._tree.read(self._handle(fh), size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        return self._tree.write(self._handle(fh), data)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        # kernfs accepts a size change and ignores it (echo > truncates first).
+        if self._tree.lookup(path).is_dir:
+            raise FuseOSError(errno.EISDIR)
+
+    def release(self, path: str, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    def mkdir(self, path: str, mode: int) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    def rmdir(self, path: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    def unlink(self, path: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    def rename(self, old: str, new: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    def symlink(self, target: str, source: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    def link(self, target: str, source: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+
+def serve(
+    tree: Tree,
+    mountpoint: str,
+    on_init: Callable[[], None],
+    allow_other: bool = False,
+    threaded: bool = False,
+) -> None:
+    """Mount and serve until unmounted or signalled (SIGINT/SIGTERM unmount cleanly)."""
+    FUSE(
+        LivepatchFS(tree, on_init),
+        os.fspath(mountpoint),
+        foreground=True,
+        nothreads=not threaded,
+        **mount_options(allow_other),
+    )

@@ -1,0 +1,65 @@
+"""Kernel behaviour by mainline version.
+
+One daemon emulates one release. A profile answers the version questions the
+rest of lpfs asks: which attributes exist, which spellings kstrtobool takes,
+and which patches a forced transition marks.
+"""
+
+from dataclasses import dataclass
+from typing import Final
+
+Version = tuple[int, int]
+
+OLDEST: Final[Version] = (5, 1)
+# Newest behaviour lpfs knows: stack_order (6.14) and kstrtobool's
+# enable/disable spellings (~6.16) are both present.
+NEWEST: Final[Version] = (6, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The behaviour of one mainline release."""
+
+    version: Version = NEWEST
+
+    def has(self, since: Version | None, until: Version | None = None) -> bool:
+        """True if a feature added in ``since`` and removed in ``until`` exists here."""
+        return (since is None or self.version >= since) and (until is None or self.version < until)
+
+    @property
+    def kstrtobool_true_false(self) -> bool:
+        """'t'/'T' and 'f'/'F' (5.19)."""
+        return self.version >= (5, 19)
+
+    @property
+    def kstrtobool_enable_disable(self) -> bool:
+        """'e'/'E' and 'd'/'D' (~6.16)."""
+        return self.version >= (6, 16)
+
+    @property
+    def forced_marks_only_removed(self) -> bool:
+        """Force marks only the patches being removed (5.18); before, every patch."""
+        return self.version >= (5, 18)
+
+    @property
+    def ksym_name_len(self) -> int:
+        return 512 if self.version >= (6, 1) else 128
+
+    @property
+    def release(self) -> str:
+        """The version as ``uname -r`` would start it."""
+        return f"{self.version[0]}.{self.version[1]}.0"
+
+    @classmethod
+    def parse(cls, text: str) -> "Profile":
+        """A profile from ``X.Y``, ``X.Y.Z`` or a ``uname -r`` string; ValueError if unknown."""
+        head = text.strip().split("-", 1)[0].split("+", 1)[0]
+        parts = head.split(".")
+        try:
+            version = (int(parts[0]), int(parts[1]))
+        except (IndexError, ValueError):
+            raise ValueError(f"'{text}' is not a kernel version (X.Y, X.Y.Z or uname -r)") from None
+        if not OLDEST <= version <= NEWEST:
+            lo, hi = ".".join(map(str, OLDEST)), ".".join(map(str, NEWEST))
+            raise ValueError(f"kernel {text}: lpfs emulates {lo} to {hi}")
+        return cls(version)

@@ -1,0 +1,334 @@
+"""The sysfs tree as data: attribute tables resolved against core state.
+
+Sysfs Interface, as the kernel draws it (one row per path):
+
+    /kernel/livepatch/                           the livepatch root, always there
+    /kernel/livepatch/<patch>/enabled            0644, the patch's target state
+    /kernel/livepatch/<patch>/transition         0444, 1 while in transition
+    /kernel/livepatch/<patch>/force              0200, force the transition
+    /kernel/livepatch/<patch>/replace            0444, atomic-replace patch
+    /kernel/livepatch/<patch>/stack_order        0444, position in klp_patches
+    /kernel/livepatch/<patch>/<object>/patched   0444, funcs registered
+    /kernel/livepatch/<patch>/<object>/<func,sympos>/
+    /module/<module>/{coresize,initstate,refcnt,taint}, holders/
+
+Nothing here is stored: every lookup derives the node from the core, so a
+freed patch is gone at the next lookup. The sysfs rules live here too:
+files report PAGE_SIZE, an open against the mode fails with EACCES even for
+root, writes are cut to PAGE_SIZE and parsed from their first byte, a read
+at offset 0 renders the text afresh, and a handle whose node was removed
+answers ENODEV. No FUSE types appear in this module.
+"""
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from .core import Core, KlpObject, Module, Patch
+from .errors import KernelError
+from .profiles import Profile, Version
+
+PAGE_SIZE: Final = 4096
+Owner = Patch | KlpObject | Module
+Show = Callable[[Core, Owner], str]
+Store = Callable[[Core, Owner, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """One sysfs attribute: a name, a mode and its show/store handlers."""
+
+    name: str
+    mode: int
+    show: Show | None = None
+    store: Store | None = None
+    since: Version | None = None
+    until: Version | None = None
+
+
+def kstrtobool(buf: bytes, profile: Profile) -> bool:
+    """lib/kstrtox.c kstrtobool(): only the first one or two bytes count.
+
+    Raises KernelError(EINVAL) for anything it does not recognise.
+    """
+    first = buf[:1]
+    if first in (b"y", b"Y", b"1"):
+        return True
+    if first in (b"n", b"N", b"0"):
+        return False
+    if profile.kstrtobool_true_false and first in (b"t", b"T", b"f", b"F"):
+        return first in (b"t", b"T")
+    if profile.kstrtobool_enable_disable and first in (b"e", b"E", b"d", b"D"):
+        return first in (b"e", b"E")
+    if first in (b"o", b"O"):
+        second = buf[1:2]
+        if second in (b"n", b"N"):
+            return True
+        if second in (b"f", b"F"):
+            return False
+    raise KernelError(errno.EINVAL)
+
+
+# -- show and store handlers, named as in kernel/livepatch/core.c -------------
+
+
+def enabled_show(core: Core, patch: Owner) -> str:
+    assert isinstance(patch, Patch)
+    return f"{int(patch.enabled)}\n"
+
+
+def enabled_store(core: Core, patch: Owner, buf: bytes) -> None:
+    assert isinstance(patch, Patch)
+    core.enabled_store(patch, kstrtobool(buf, core.profile))
+
+
+def transition_show(core: Core, patch: Owner) -> str:
+    return f"{int(core.engine.patch is patch)}\n"
+
+
+def force_store(core: Core, patch: Owner, buf: bytes) -> None:
+    assert isinstance(patch, Patch)
+    core.force_store(patch, kstrtobool(buf, core.profile))
+
+
+def replace_show(core: Core, patch: Owner) -> str:
+    assert isinstance(patch, Patch)
+    return f"{int(patch.replace)}\n"
+
+
+def stack_order_show(core: Core, patch: Owner) -> str:
+    assert isinstance(patch, Patch)
+    return f"{core.stack_order(patch)}\n"
+
+
+def patched_show(core: Core, obj: Owner) -> str:
+    assert isinstance(obj, KlpObject)
+    return f"{int(obj.patched)}\n"
+
+
+def refcnt_show(core: Core, module: Owner) -> str:
+    assert isinstance(module, Module)
+    return f"{module.refcnt}\n"
+
+
+def initstate_show(core: Core, module: Owner) -> str:
+    assert isinstance(module, Module)
+    return f"{module.state}\n"
+
+
+def taint_show(core: Core, module: Owner) -> str:
+    assert isinstance(module, Module)
+    return f"{module.taint}\n"
+
+
+def coresize_show(core: Core, module: Owner) -> str:
+    assert isinstance(module, Module)
+    return f"{module.size}\n"
+
+
+PATCH_ATTRS: Final = (
+    Attr("enabled", 0o644, show=enabled_show, store=enabled_store),
+    Attr("transition", 0o444, show=transition_show, since=(4, 12)),
+    Attr("force", 0o200, store=force_store, since=(4, 15)),
+    Attr("replace", 0o444, show=replace_show, since=(6, 11)),
+    Attr("stack_order", 0o444, show=stack_order_show, since=(6, 14)),
+)
+OBJECT_ATTRS: Final = (Attr("patched", 0o444, show=patched_show, since=(6, 1)),)
+MODULE_ATTRS: Final = (
+    Attr("coresize", 0o444, show=coresize_show),
+    Attr("initstate", 0o444, show=initstate_show),
+    Attr("refcnt", 0o444, show=refcnt_show),
+    Attr("taint", 0o444, show=taint_show),
+)
+MODULE_DIRS: Final = ("holders",)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A resolved path: a directory with its entries, or an attribute of an owner."""
+
+    owner: Owner | None
+    created: float
+    attr: Attr | None = None
+    subdirs: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+    @property
+    def is_dir(self) -> bool:
+        return self.attr is None
+
+
+def alive(owner: Owner | None) -> bool:
+    """Whether the kernel object behind a node still exists."""
+    if isinstance(owner, Module):
+        return owner.loaded
+    return owner is None or not owner.freed
+
+
+@dataclass(eq=False)
+class Handle:
+    """An open attribute file: its node and the text of the last read at offset 0."""
+
+    node: Node
+    snapshot: bytes | None = None
+
+
+class Tree:
+    """Path lookups, reads and writes over the core's state."""
+
+    def __init__(self, core: Core, uid: int | None = None, gid: int | None = None) -> None:
+        self.core = core
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.mounted = time.time()
+        profile = core.profile
+        self._patch_attrs = {a.name: a for a in PATCH_ATTRS if profile.has(a.since, a.until)}
+        self._object_attrs = {a.name: a for a in OBJECT_ATTRS if profile.has(a.since, a.until)}
+        self._module_attrs = {a.name: a for a in MODULE_ATTRS}
+
+    # -- lookup --------------------------------------------------------------
+
+    def lookup(self, path: str) -> Node:
+        """Resolve a mount-relative path. Raises KernelError(ENOENT)."""
+        parts = [part for part in path.split("/") if part]
+        with self.core.lock:
+            node = self._resolve(parts)
+        if node is None:
+            raise KernelError(errno.ENOENT)
+        return node
+
+    def _dir(
+        self, owner: Owner | None, created: float, subdirs: list[str], files: list[str]
+    ) -> Node:
+        return Node(owner, created, subdirs=tuple(subdirs), files=tuple(files))
+
+    def _resolve(self, parts: list[str]) -> Node | None:
+        core = self.core
+        depth = len(parts)
+        if depth == 0:
+            return self._dir(None, self.mounted, ["kernel", "module"], [])
+        if parts[0] == "kernel":
+            if depth == 1:
+                return self._dir(None, self.mounted, ["livepatch"], [])
+            if parts[1] != "livepatch":
+                return None
+            if depth == 2:
+                return self._dir(None, self.mounted, [p.name for p in core.patches], [])
+            patch = core.find_patch(parts[2])
+            if patch is None:
+                return None
+            return self._resolve_patch(patch, parts[3:])
+        if parts[0] == "module":
+            if depth == 1:
+                return self._dir(None, self.mounted, list(core.modules), [])
+            module = core.modules.get(parts[1])
+            if module is None or depth > 3:
+                return None
+            if depth == 2:
+                return self._dir(
+                    module, module.created, list(MODULE_DIRS), list(self._module_attrs)
+                )
+            if parts[2] in MODULE_DIRS:
+                return self._dir(module, module.created, [], [])
+            attr = self._module_attrs.get(parts[2])
+            return Node(module, module.created, attr) if attr else None
+        return None
+
+    def _resolve_patch(self, patch: Patch, rest: list[str]) -> Node | None:
+        created = patch.module.created
+        if not rest:
+            return self._dir(
+                patch, created, [obj.name for obj in patch.objects], list(self._patch_attrs)
+            )
+        attr = self._patch_attrs.get(rest[0])
+        if attr is not None:
+            return Node(patch, created, attr) if len(rest) == 1 else None
+        obj = patch.find_object(rest[0])
+        if obj is None:
+            return None
+        if len(rest) == 1:
+            return self._dir(
+                obj, created, [func.dirname for func in obj.funcs], list(self._object_attrs)
+            )
+        attr = self._object_attrs.get(rest[1])
+        if attr is not None:
+            return Node(obj, created, attr) if len(rest) == 2 else None
+        if len(rest) == 2 and any(func.dirname == rest[1] for func in obj.funcs):
+            return self._dir(obj, created, [], [])
+        return None
+
+    # -- metadata ------------------------------------------------------------
+
+    def stat(self, node: Node) -> dict[str, int | float]:
+        """stat(2) fields: attributes report PAGE_SIZE, directories 0."""
+        if node.is_dir:
+            mode, nlink, size = stat.S_IFDIR | 0o755, 2 + len(node.subdirs), 0
+        else:
+            assert node.attr is not None
+            mode, nlink, size = stat.S_IFREG | node.attr.mode, 1, PAGE_SIZE
+        return {
+            "st_mode": mode,
+            "st_nlink": nlink,
+            "st_size": size,
+            "st_uid": self.uid,
+            "st_gid": self.gid,
+            "st_atime": node.created,
+            "st_mtime": node.created,
+            "st_ctime": node.created,
+        }
+
+    @staticmethod
+    def entries(node: Node) -> list[str]:
+        return [*node.files, *node.subdirs]
+
+    # -- file I/O ------------------------------------------------------------
+
+    def open(self, path: str, flags: int) -> Handle:
+        """kernfs_fop_open(): EACCES for a direction the attribute does not have."""
+        node = self.lookup(path)
+        if node.is_dir:
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise KernelError(errno.EISDIR)
+            return Handle(node)
+        attr = node.attr
+        assert attr is not None
+        access = flags & os.O_ACCMODE
+        wants_write = access in (os.O_WRONLY, os.O_RDWR)
+        wants_read = access in (os.O_RDONLY, os.O_RDWR)
+        if wants_write and not (attr.mode & 0o222 and attr.store):
+            raise KernelError(errno.EACCES)
+        if wants_read and not (attr.mode & 0o444 and attr.show):
+            raise KernelError(errno.EACCES)
+        return Handle(node)
+
+    def read(self, handle: Handle, size: int, offset: int) -> bytes:
+        """seq_file read: offset 0 renders the show text; later offsets slice it."""
+        node = handle.node
+        if node.attr is None or node.attr.show is None:
+            raise KernelError(errno.EISDIR if node.attr is None else errno.EBADF)
+        if offset == 0 or handle.snapshot is None:
+            with self.core.lock:
+                if not alive(node.owner):
+                    raise KernelError(errno.ENODEV)
+                assert node.owner is not None
+                handle.snapshot = node.attr.show(self.core, node.owner).encode()
+        return handle.snapshot[offset : offset + size]
+
+    def write(self, handle: Handle, data: bytes) -> int:
+        """sysfs_kf_write(): at most PAGE_SIZE bytes go to store; the offset is ignored."""
+        node = handle.node
+        if node.attr is None or node.attr.store is None:
+            raise KernelError(errno.EBADF)
+        if not data:
+            return 0
+        buf = data[:PAGE_SIZE]
+        with self.core.lock:
+            if not alive(node.owner):
+                raise KernelError(errno.ENODEV)
+            assert node.owner is not None
+            node.attr.store(self.core, node.owner, buf)
+        return len(buf)
