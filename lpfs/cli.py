@@ -13,12 +13,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from . import __version__, control, daemon
+from . import __version__, control, modfile, mounts
 from .errors import ControlError, ModfileError
 from .klog import Record
 from .profiles import Profile
+
+if TYPE_CHECKING:
+    from . import daemon
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -100,8 +103,10 @@ def _serving_pid(mountpoint: Path) -> int | None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    from . import daemon  # the FUSE binding loads only where a daemon starts
+
     mountpoint = Path(args.mountpoint).absolute()
-    if not mountpoint.is_dir() and not daemon.is_stale_mount(mountpoint):
+    if not mountpoint.is_dir() and not mounts.is_stale(mountpoint):
         raise CommandError(f"lpfs: mount: {args.mountpoint}: not a directory", EXIT_USAGE)
     pid = _serving_pid(mountpoint)
     if pid is not None:
@@ -139,7 +144,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     )
 
 
-def _mount_in_background(options: daemon.MountOptions, args: argparse.Namespace) -> int:
+def _mount_in_background(options: "daemon.MountOptions", args: argparse.Namespace) -> int:
     """Fork a daemon and return once its mount answers (or report why it failed)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -156,6 +161,8 @@ def _mount_in_background(options: daemon.MountOptions, args: argparse.Namespace)
             os.close(write_end)
 
         try:
+            from . import daemon
+
             code = daemon.run(options, ready)
         except (ControlError, ModfileError) as exc:
             os.write(write_end, b"E" + str(exc).encode())
@@ -182,12 +189,12 @@ def cmd_umount(args: argparse.Namespace) -> int:
     mountpoint = Path(target).absolute()
     pid = _serving_pid(mountpoint)
     if pid is None:
-        if daemon.is_stale_mount(mountpoint):
-            daemon.unmount(mountpoint, lazy=True)
+        if mounts.is_stale(mountpoint):
+            mounts.unmount(mountpoint, lazy=True)
             control.socket_path(mountpoint).unlink(missing_ok=True)
             return EXIT_OK
         raise CommandError(f"lpfs: umount: {target}: no lpfs daemon serves it")
-    result = daemon.unmount(mountpoint)
+    result = mounts.unmount(mountpoint)
     if result.returncode != 0:
         raise CommandError(f"lpfs: umount: {result.stderr.strip()}")
     _wait_for_exit(pid, timeout=10.0)
@@ -217,7 +224,7 @@ def cmd_insmod(args: argparse.Namespace) -> int:
         raise CommandError(
             f"insmod: ERROR: could not insert module {args.file}: Invalid module format"
         ) from None
-    reply = _request(args, "insmod", file=args.file, text=text, args=args.params)
+    reply = _request(args, "insmod", file=args.file, text=text, params=args.params)
     if reply.get("ok"):
         return EXIT_OK
     if reply.get("kind") == "modfile":
@@ -230,7 +237,7 @@ def cmd_insmod(args: argparse.Namespace) -> int:
 
 
 def cmd_rmmod(args: argparse.Namespace) -> int:
-    name = daemon.module_name_from_arg(args.name)
+    name = modfile.module_name_from_arg(args.name)
     reply = _request(args, "rmmod", name=args.name)
     if reply.get("ok"):
         return EXIT_OK
@@ -270,6 +277,11 @@ def cmd_dmesg(args: argparse.Namespace) -> int:
         raise CommandError(f"lpfs: {exc}", EXIT_UNREACHABLE) from None
     except KeyboardInterrupt:
         pass
+    return EXIT_OK
+
+
+def cmd_kmsg(args: argparse.Namespace) -> int:
+    _call(args, "kmsg", text=" ".join(args.text))
     return EXIT_OK
 
 
@@ -382,6 +394,32 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_mount_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mountpoint")
+    p.add_argument("--daemon", action="store_true", help="return once the mount answers")
+    p.add_argument("--kernel-log", metavar="FILE", help="append each kernel log line to FILE")
+    p.add_argument(
+        "--transition-interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between transition retries; 0 = only `lpfs tick` (default 1)",
+    )
+    p.add_argument("--scenario", metavar="FILE", help="tasks and modules to start with")
+    p.add_argument("--kernel", metavar="VERSION", help="mainline release to emulate")
+    p.add_argument("--no-dyndbg", action="store_true", help="hide pr_debug lines")
+    p.add_argument("--demo", action="store_true", help="load the demo livepatch at start")
+    p.add_argument("--follow-log", action="store_true", help="print the kernel log as it grows")
+    p.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let other users in, with sysfs's permission checks",
+    )
+    p.add_argument("--threaded", action="store_true", help="use libfuse's multithreaded loop")
+    p.add_argument("--log-file", metavar="F", help="diagnostics log (default stderr)")
+    p.add_argument("--log-level", metavar="L", default="warning", help="diagnostics level")
+
+
 def _add_task_actions(
     actions: "argparse._SubParsersAction[argparse.ArgumentParser]",
     *parents: argparse.ArgumentParser,
@@ -428,29 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("mount", cmd_mount, "mount the emulated sysfs and serve it")
-    p.add_argument("mountpoint")
-    p.add_argument("--daemon", action="store_true", help="return once the mount answers")
-    p.add_argument("--kernel-log", metavar="FILE", help="append each kernel log line to FILE")
-    p.add_argument(
-        "--transition-interval",
-        type=_positive_float,
-        default=1.0,
-        metavar="S",
-        help="seconds between transition retries; 0 = only `lpfs tick` (default 1)",
-    )
-    p.add_argument("--scenario", metavar="FILE", help="tasks and modules to start with")
-    p.add_argument("--kernel", metavar="VERSION", help="mainline release to emulate")
-    p.add_argument("--no-dyndbg", action="store_true", help="hide pr_debug lines")
-    p.add_argument("--demo", action="store_true", help="load the demo livepatch at start")
-    p.add_argument("--follow-log", action="store_true", help="print the kernel log as it grows")
-    p.add_argument(
-        "--allow-other",
-        action="store_true",
-        help="let other users in, with sysfs's permission checks",
-    )
-    p.add_argument("--threaded", action="store_true", help="use libfuse's multithreaded loop")
-    p.add_argument("--log-file", metavar="F", help="diagnostics log (default stderr)")
-    p.add_argument("--log-level", metavar="L", default="warning", help="diagnostics level")
+    _add_mount_options(p)
 
     p = add("umount", cmd_umount, "unmount and stop the daemon")
     p.add_argument("mountpoint", nargs="?")
@@ -468,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--follow", action="store_true", help="wait for new lines")
     p.add_argument("-C", "--clear", action="store_true", help="clear the ring")
     p.add_argument("-c", "--read-clear", action="store_true", help="print, then clear")
+
+    p = add("kmsg", cmd_kmsg, "log a line, as a write to /dev/kmsg does")
+    p.add_argument("text", nargs="+")
 
     p = add("tasks", cmd_tasks, "list tasks and their patch states", data)
     p.add_argument("--blocking", action="store_true", help="only tasks that block the transition")

@@ -8,7 +8,7 @@ mounts and serves until the mount goes away (``lpfs umount``, ``fusermount
 import errno
 import logging
 import os
-import subprocess
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, fs, modfile, scenario
+from . import __version__, fs, modfile, mounts, scenario
 from .clock import SystemClock
 from .control import ControlServer, Reply, error_reply, socket_path
 from .core import Core, Module, Patch
@@ -28,6 +28,7 @@ from .tasks import SchedState, SimulatedTasks
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MESSAGE_LOGLEVEL = 4  # the level of a /dev/kmsg line without a <N> prefix
 DEMO_MODULE = Path(__file__).parent / "demo" / "livepatch_demo.toml"
 
 
@@ -45,14 +46,6 @@ class MountOptions:
     allow_other: bool = False
     threaded: bool = False
     profile: Profile = field(default_factory=Profile)
-
-
-def module_name_from_arg(arg: str) -> str:
-    """rmmod accepts a name or a file path, as kmod does."""
-    base = os.path.basename(arg)
-    for suffix in (".ko", ".toml"):
-        base = base.removesuffix(suffix)
-    return modfile.module_name(base)
 
 
 def _ok(data: Any = None) -> Reply:
@@ -106,16 +99,16 @@ class Daemon:
 
     def cmd_insmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         file, text = request["file"], request["text"]
-        args = request.get("args", [])
-        if not isinstance(file, str) or not isinstance(text, str) or not isinstance(args, list):
-            raise TypeError("file and text must be strings, args a list")
+        params = request.get("params", [])
+        if not isinstance(file, str) or not isinstance(text, str) or not isinstance(params, list):
+            raise TypeError("file and text must be strings, params a list")
         stem = os.path.basename(file).split(".", 1)[0]
         definition = modfile.parse(text, file, default_name=stem)
-        self.core.insmod(definition, tuple(str(arg) for arg in args))
+        self.core.insmod(definition, tuple(str(p) for p in params))
         return _ok()
 
     def cmd_rmmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        self.core.rmmod(module_name_from_arg(str(request["name"])))
+        self.core.rmmod(modfile.module_name_from_arg(str(request["name"])))
         return _ok()
 
     def cmd_lsmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
@@ -139,6 +132,17 @@ class Daemon:
         except BrokenPipeError:
             pass
         return None
+
+    def cmd_kmsg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """A write to /dev/kmsg: one record, an optional ``<N>`` prefix sets its level."""
+        text = str(request["text"]).rstrip("\n")
+        level = DEFAULT_MESSAGE_LOGLEVEL
+        prefix = re.match(r"<(\d+)>", text)
+        if prefix:
+            level = int(prefix.group(1)) & 7
+            text = text[prefix.end() :]
+        self.klog.printk(level, text)
+        return _ok()
 
     def cmd_tasks(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         with self.core.lock:
@@ -296,25 +300,11 @@ def _patch_view(core: Core, patch: Patch) -> dict[str, Any]:
     }
 
 
-def is_stale_mount(path: Path) -> bool:
-    """A FUSE mount whose daemon died: every access fails with ENOTCONN."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno == errno.ENOTCONN
-    return False
-
-
-def unmount(path: Path, lazy: bool = False) -> subprocess.CompletedProcess[str]:
-    args = ["fusermount", "-u", *(["-z"] if lazy else []), os.fspath(path)]
-    return subprocess.run(args, capture_output=True, text=True, check=False)
-
-
 def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
     """Mount, serve until unmounted, clean up. Raises ControlError before mounting."""
     daemon = Daemon(options)
-    if is_stale_mount(options.mountpoint):
-        unmount(options.mountpoint, lazy=True)
+    if mounts.is_stale(options.mountpoint):
+        mounts.unmount(options.mountpoint, lazy=True)
     daemon.load_startup()
     server = ControlServer(daemon.socket, daemon.handle)
     threads = [server.start()]

@@ -7,6 +7,7 @@ that names the file and the key. Limits that the kernel itself enforces at
 objects) are left to the core, so that loading fails with the kernel's errno.
 """
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -65,6 +66,14 @@ class ModuleDef:
 def module_name(raw: str) -> str:
     """The kernel's name for a module: kbuild turns '-' into '_'."""
     return raw.replace("-", "_")
+
+
+def module_name_from_arg(arg: str) -> str:
+    """The module an rmmod argument names: a name or a file path, as kmod accepts."""
+    base = os.path.basename(arg)
+    for suffix in (".ko", ".toml"):
+        base = base.removesuffix(suffix)
+    return module_name(base)
 
 
 class _Reader:

@@ -1,0 +1,40 @@
+"""Fixtures: a real lpfs daemon per session (reset per test) or per test."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from lpfs_fixtures import Mount, start_daemon, stop_daemon
+
+
+@pytest.fixture(scope="session")
+def session_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
+    path = tmp_path_factory.mktemp("lpfs") / "mnt"
+    start_daemon(path, "--transition-interval", "0")
+    try:
+        yield Mount(path)
+    finally:
+        stop_daemon(path)
+
+
+@pytest.fixture
+def mnt(session_mount: Mount) -> Mount:
+    """A mounted daemon in a freshly booted state, with retries stepped by `lpfs tick`."""
+    session_mount.lpfs("reset")
+    return session_mount
+
+
+@pytest.fixture
+def make_mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
+    """A factory for daemons with their own options; each is unmounted at teardown."""
+    made: list[Path] = []
+
+    def make(*options: str, name: str = "mnt") -> Mount:
+        path = tmp_path / name
+        start_daemon(path, *options)
+        made.append(path)
+        return Mount(path)
+
+    yield make
+    for path in made:
+        stop_daemon(path)

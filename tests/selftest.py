@@ -1,0 +1,93 @@
+"""The kernel selftests' functions.sh helpers, played against an lpfs mount.
+
+Names and checks follow tools/testing/selftests/livepatch/functions.sh: the
+harness logs each command it runs (``% insmod test_modules/<mod>.ko``) into
+the kernel log, waits as the real helpers wait, and ``check_result``
+compares the log since the test's canary line with the expected text, after
+the same filtering (lines with ``livepatch:`` or ``test_klp``, minus taint
+lines, timestamps stripped).
+"""
+
+import json
+import os
+import time
+
+from lpfs_fixtures import Mount, dedent
+
+RETRY_INTERVAL = 0.01
+MAX_WAIT = 30.0
+
+
+class Selftest:
+    def __init__(self, mnt: Mount) -> None:
+        self.mnt = mnt
+        self.canary = -1
+
+    def log(self, msg: str) -> None:
+        self.mnt.lpfs("kmsg", msg)
+
+    def loop_until(self, condition, what: str) -> None:
+        deadline = time.monotonic() + MAX_WAIT
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out: {what}")
+            time.sleep(RETRY_INTERVAL)
+
+    def start_test(self, name: str) -> None:
+        self.log(f"===== TEST: {name} =====")
+        self.canary = self._records()[-1]["seq"]
+
+    def _records(self) -> list[dict]:
+        out = self.mnt.lpfs("dmesg", "--json").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def load_lp(self, mod: str, *args: str, module_file: str | None = None) -> None:
+        self.load_lp_nowait(mod, *args, module_file=module_file)
+        transition = self.mnt.klp / mod / "transition"
+        self.loop_until(lambda: transition.read_text() == "0\n", f"{mod} transition")
+
+    def load_lp_nowait(self, mod: str, *args: str, module_file: str | None = None) -> None:
+        self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
+        self.mnt.insmod(module_file or mod)
+        self.loop_until(lambda: (self.mnt.klp / mod).is_dir(), f"{mod} in sysfs")
+
+    def load_mod(self, mod: str) -> None:
+        self.log(f"% insmod test_modules/{mod}.ko")
+        self.mnt.insmod(mod)
+        self.loop_until(lambda: (self.mnt.path / "module" / mod).is_dir(), f"{mod} loaded")
+
+    def disable_lp(self, mod: str) -> None:
+        self.log(f"% echo 0 > /sys/kernel/livepatch/{mod}/enabled")
+        self.mnt.sh(f"echo 0 > kernel/livepatch/{mod}/enabled", check=True)
+        self.loop_until(lambda: not (self.mnt.klp / mod).exists(), f"{mod} disabled")
+
+    def unload_mod(self, mod: str) -> None:
+        refcnt = self.mnt.path / "module" / mod / "refcnt"
+        self.loop_until(lambda: refcnt.read_text() == "0\n", f"{mod} refcnt 0")
+        self.log(f"% rmmod {mod}")
+        result = self.mnt.rmmod(mod)
+        assert "" == result.stdout + result.stderr
+        self.loop_until(lambda: not refcnt.parent.exists(), f"{mod} unloaded")
+
+    unload_lp = unload_mod
+
+    def check_sysfs_rights(self, mod: str, rel: str, rights: str) -> None:
+        path = os.path.join("kernel/livepatch", mod, rel)
+        assert rights == self.mnt.sh(f"stat --format %A {path}", check=True).stdout.strip()
+
+    def check_sysfs_value(self, mod: str, rel: str, value: str) -> None:
+        assert value == (self.mnt.klp / mod / rel).read_text().rstrip("\n")
+
+    def result(self) -> str:
+        lines = [
+            r["text"]
+            for r in self._records()
+            if r["seq"] > self.canary
+            and ("livepatch:" in r["text"] or "test_klp" in r["text"])
+            and "tainting kernel" not in r["text"]
+            and "taints kernel" not in r["text"]
+        ]
+        return "\n".join(lines)
+
+    def check_result(self, expected: str) -> None:
+        assert dedent(expected) == self.result()
