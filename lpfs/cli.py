@@ -443,8 +443,13 @@ def _add_task_actions(
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    # Accepted before and after the subcommand; SUPPRESS keeps a later
+    # subparser from resetting a value given before it.
     common.add_argument(
-        "--mount", metavar="M", help="mountpoint of the daemon (default $LPFS_MOUNT)"
+        "--mount",
+        metavar="M",
+        default=argparse.SUPPRESS,
+        help="mountpoint of the daemon (default $LPFS_MOUNT)",
     )
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--json", action="store_true", help="print data as JSON")
@@ -453,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lpfs", description="Emulate the Linux kernel's livepatch sysfs interface over FUSE."
     )
     parser.add_argument("--version", action="version", version=f"lpfs {__version__}")
+    parser.add_argument(
+        "--mount", metavar="M", help="mountpoint of the daemon (default $LPFS_MOUNT)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(

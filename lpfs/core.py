@@ -15,16 +15,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from . import params
 from .clock import Clock, SystemClock
 from .errors import KernelError
-from .klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
-from .modfile import MODULE_NAME_LEN, ModuleDef, StateDef
+from .klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
+from .modfile import MODULE_NAME_LEN, Callbacks, ModuleDef, StateDef, TaskDef
+from .params import ParamValue
 from .profiles import Profile
-from .tasks import PatchState, SimulatedTasks
+from .tasks import PatchState, SchedState, SimulatedTasks, Task
 from .transition import Transition
 
 TAINT_LIVEPATCH: Final = 15
 VMLINUX: Final = "vmlinux"
+FIRST_WORKER_PID: Final = 10000  # pids of the work items modules start
+MODULE_STATE_TEXT: Final = {
+    "live": "[MODULE_STATE_LIVE] Normal state",
+    "coming": "[MODULE_STATE_COMING] Full formed, running module_init",
+    "going": "[MODULE_STATE_GOING] Going away",
+}
 
 
 @dataclass(eq=False)
@@ -37,6 +45,8 @@ class Module:
     state: str = "coming"  # initstate: coming, live, going
     loaded: bool = True
     patch: "Patch | None" = None
+    params: dict[str, ParamValue] = field(default_factory=dict)
+    tasks: dict[int, TaskDef] = field(default_factory=dict)  # running work, by pid
 
     @property
     def name(self) -> str:
@@ -77,13 +87,15 @@ class Func:
 
 @dataclass(eq=False)
 class KlpObject:
-    """struct klp_object: vmlinux or one module, with its funcs."""
+    """struct klp_object: vmlinux or one module, with its funcs and callbacks."""
 
     name: str
     funcs: list[Func]
     dynamic: bool = False
     patched: bool = False
     freed: bool = False
+    callbacks: Callbacks | None = None
+    post_unpatch_enabled: bool = False
 
     @property
     def is_module(self) -> bool:
@@ -156,17 +168,26 @@ class Core:
         with self.lock:
             if definition.name in self.modules:
                 raise KernelError(errno.EEXIST)
-            module = Module(definition, created=time.time())
+            module = Module(
+                definition,
+                created=time.time(),
+                params={p.name: p.default for p in definition.params},
+            )
             if definition.livepatch:
                 self._taint_livepatch_locked(module)
             self.modules[module.name] = module
             try:
                 self._module_coming_locked(module)
+            except KernelError:
+                self._forget_module_locked(module)
+                self.changed.notify_all()
+                raise
+            try:
                 self._parse_args_locked(module, args)
-                if definition.calls_klp_enable_patch:
-                    self._klp_enable_patch_locked(module)
+                self._module_init_locked(module)
             except KernelError:
                 module.state = "going"
+                self._stop_module_tasks_locked(module)
                 self._module_going_locked(module)
                 self._forget_module_locked(module)
                 raise
@@ -174,6 +195,16 @@ class Core:
                 self.changed.notify_all()
             module.state = "live"
             return module
+
+    def _module_init_locked(self, module: Module) -> None:
+        """The module's init function: its own lines, its work items, klp_enable_patch()."""
+        definition = module.definition
+        for text in definition.init:
+            self._pr_module(module, text)
+        for task_def in definition.tasks:
+            self._start_module_task_locked(module, task_def)
+        if definition.calls_klp_enable_patch:
+            self._klp_enable_patch_locked(module)
 
     def rmmod(self, name: str) -> None:
         """Unload a module.
@@ -188,6 +219,9 @@ class Core:
             if module.refcnt > 0:
                 raise KernelError(errno.EWOULDBLOCK)
             module.state = "going"
+            self._stop_module_tasks_locked(module)
+            for text in module.definition.exit:
+                self._pr_module(module, text)
             self._module_going_locked(module)
             self._forget_module_locked(module)
             self.changed.notify_all()
@@ -218,18 +252,102 @@ class Core:
         self.tainted |= 1 << TAINT_LIVEPATCH
 
     def _parse_args_locked(self, module: Module, args: tuple[str, ...]) -> None:
-        """parse_args(): a parameter the module does not declare is ignored with a warning."""
+        """parse_args(): set declared parameters; others are ignored with a warning.
+
+        Raises KernelError(EINVAL) for a value the parameter's type rejects.
+        """
         for arg in args:
-            name = arg.split("=", 1)[0]
-            self.log.printk(KERN_WARNING, f"{module.name}: unknown parameter '{name}' ignored")
+            name, sep, value = arg.partition("=")
+            param = module.definition.param(name.replace("-", "_"))
+            if param is None:
+                self.log.printk(KERN_WARNING, f"{module.name}: unknown parameter '{name}' ignored")
+                continue
+            try:
+                module.params[param.name] = params.parse(
+                    param, value if sep else None, self.profile
+                )
+            except KernelError:
+                self.log.printk(
+                    KERN_ERR, f"{module.name}: '{value}' invalid for parameter '{param.name}'"
+                )
+                raise KernelError(errno.EINVAL) from None
+
+    def set_param(self, module: Module, name: str, text: str) -> None:
+        """A write to /sys/module/<module>/parameters/<name>. Raises KernelError."""
+        param = module.definition.param(name)
+        assert param is not None
+        with self.lock:
+            if not module.loaded:
+                raise KernelError(errno.ENODEV)
+            module.params[name] = params.parse(param, text, self.profile)
+            for pid, task_def in list(module.tasks.items()):
+                if task_def.while_param == name and not module.params[name]:
+                    self._finish_module_task_locked(module, pid)
+            self.changed.notify_all()
+
+    # -- tasks ---------------------------------------------------------------
+
+    def spawn_task(self, task: Task, parent: Task | None = None) -> Task:
+        """A new task; during a transition one without a parent starts unswitched.
+
+        Raises KeyError if the pid is taken.
+        """
+        with self.lock:
+            if parent is None and self.engine.patch is not None:
+                task.patch_state = self.engine.initial_state
+                task.pending = True
+            self.tasks.add(task, parent)
+            self.changed.notify_all()
+            return task
+
+    def _start_module_task_locked(self, module: Module, task_def: TaskDef) -> None:
+        for text in task_def.start:
+            self._pr_module(module, text)
+        if task_def.while_param is not None and not module.params[task_def.while_param]:
+            for text in task_def.finish:
+                self._pr_module(module, text)
+            return
+        pid = FIRST_WORKER_PID
+        while self.tasks.get(pid) is not None:
+            pid += 1
+        task = Task(
+            pid=pid,
+            comm=task_def.comm,
+            state=SchedState(task_def.state),
+            stack=task_def.stack,
+            kthread=task_def.kthread,
+        )
+        self.spawn_task(task)
+        module.tasks[pid] = task_def
+
+    def _finish_module_task_locked(self, module: Module, pid: int) -> None:
+        task_def = module.tasks.pop(pid)
+        if self.tasks.get(pid) is not None:
+            self.tasks.remove(pid)
+        for text in task_def.finish:
+            self._pr_module(module, text)
+
+    def _stop_module_tasks_locked(self, module: Module) -> None:
+        for pid in list(module.tasks):
+            self._finish_module_task_locked(module, pid)
+
+    def _pr_module(self, module: Module, text: str, **fields: str) -> None:
+        """pr_info() from a module: its name, then the text with its placeholders filled."""
+        values = dict.fromkeys(("object", "callback", "state", "info"), "")
+        values.update(fields, module=module.name)
+        self.log.printk(KERN_INFO, f"{module.name}: {text.format_map(values)}")
 
     def _forget_module_locked(self, module: Module) -> None:
         module.loaded = False
         del self.modules[module.name]
 
     def _module_coming_locked(self, module: Module) -> None:
-        """klp_module_coming(): patch the new module's objects in every patch that has one."""
-        if module.name == VMLINUX:
+        """klp_module_coming(): patch the new module's object in every patch that has one.
+
+        Raises KernelError if a pre_patch callback fails; the patches applied
+        so far are reverted and the module is refused.
+        """
+        if module.name == VMLINUX and self.profile.refuses_vmlinux_module:
             self._pr(KERN_ERR, "vmlinux.ko: invalid module name")
             raise KernelError(errno.EINVAL)
         for patch in self.patches:
@@ -239,18 +357,39 @@ class Core:
             self._pr(
                 KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
             )
+            ret = self.pre_patch_callback(patch, obj)
+            if ret:
+                self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
+                self._pr(
+                    KERN_WARNING,
+                    f"patch '{patch.name}' failed for module '{module.name}', "
+                    f"refusing to load module '{module.name}'",
+                )
+                self._cleanup_module_patches_locked(module, limit=patch)
+                raise KernelError(abs(ret))
             self.patch_object(obj)
+            if patch is not self.engine.patch:
+                self.post_patch_callback(patch, obj)
 
     def _module_going_locked(self, module: Module) -> None:
         """klp_module_going(): revert every patch's object for the departing module."""
+        self._cleanup_module_patches_locked(module, limit=None)
+
+    def _cleanup_module_patches_locked(self, module: Module, limit: "Patch | None") -> None:
+        """klp_cleanup_module_patches_limited(): unpatch the module's objects up to ``limit``."""
         for patch in self.patches:
+            if patch is limit:
+                break
             obj = patch.find_object(module.name)
-            if obj is None or not obj.patched:
+            if obj is None:
                 continue
+            if patch is not self.engine.patch:
+                self.pre_unpatch_callback(patch, obj)
             self._pr(
                 KERN_NOTICE, f"reverting patch '{patch.name}' on unloading module '{module.name}'"
             )
             self.unpatch_object(obj)
+            self.post_unpatch_callback(patch, obj)
 
     def object_loaded(self, obj: KlpObject) -> bool:
         """klp_is_object_loaded(): vmlinux always, a module while it is loaded and not going."""
@@ -258,6 +397,55 @@ class Core:
             return True
         module = self.modules.get(obj.name)
         return module is not None and module.state != "going"
+
+    # -- callbacks (core.h) --------------------------------------------------
+
+    def pre_patch_callback(self, patch: Patch, obj: KlpObject) -> int:
+        """klp_pre_patch_callback(): its return value; a success allows post_unpatch later."""
+        ret = 0
+        if obj.callbacks is not None and obj.callbacks.pre_patch is not None:
+            self._run_callback(patch, obj, "pre_patch")
+            wanted = obj.callbacks.pre_patch_ret
+            value = patch.module.params.get(wanted, 0) if isinstance(wanted, str) else wanted
+            ret = int(value)
+        obj.post_unpatch_enabled = ret == 0
+        return ret
+
+    def post_patch_callback(self, patch: Patch, obj: KlpObject) -> None:
+        self._run_callback(patch, obj, "post_patch")
+
+    def pre_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None:
+        self._run_callback(patch, obj, "pre_unpatch")
+
+    def post_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None:
+        """klp_post_unpatch_callback(): only after a successful pre_patch, and only once."""
+        if obj.post_unpatch_enabled:
+            self._run_callback(patch, obj, "post_unpatch")
+        obj.post_unpatch_enabled = False
+
+    def _run_callback(self, patch: Patch, obj: KlpObject, callback: str) -> None:
+        lines = obj.callbacks.lines(callback) if obj.callbacks else None
+        if lines is None:
+            return
+        target = self.modules.get(obj.name) if obj.is_module else None
+        state = MODULE_STATE_TEXT[target.state] if target else ""
+        name = f"{callback}_callback"
+        info = f"{name}: {obj.name} -> {state}" if target else f"{name}: {obj.name}"
+        prev_states = self._prev_states()
+        for line in lines:
+            if line.applies(prev_states):
+                self._pr_module(
+                    patch.module, line.text, object=obj.name, callback=name, state=state, info=info
+                )
+
+    def _prev_states(self) -> frozenset[int]:
+        """The state ids klp_get_prev_state() finds: those of patches older than the transition."""
+        ids: set[int] = set()
+        for patch in self.patches:
+            if patch is self.engine.patch:
+                return frozenset(ids)
+            ids.update(state.id for state in patch.states)
+        return frozenset()
 
     # -- klp_enable_patch ----------------------------------------------------
 
@@ -269,7 +457,7 @@ class Core:
         if not definition.livepatch:
             self._pr(KERN_ERR, f"module {module.name} is not marked as a livepatch module")
             raise KernelError(errno.EINVAL)
-        if not self._is_patch_compatible(definition):
+        if not self._is_patch_compatible(module):
             self._pr(
                 KERN_ERR,
                 f"Livepatch patch ({module.name}) is not compatible with the already "
@@ -277,7 +465,7 @@ class Core:
             )
             raise KernelError(errno.EINVAL)
         module.refcnt += 1  # try_module_get()
-        patch = Patch(module, replace=definition.replace, states=definition.states)
+        patch = Patch(module, replace=self._replace_flag(module), states=definition.states)
         module.patch = patch
         try:
             self._init_patch_locked(patch)
@@ -287,14 +475,21 @@ class Core:
             self._free_patch_finish(patch)
             raise
 
-    def _is_patch_compatible(self, definition: ModuleDef) -> bool:
+    @staticmethod
+    def _replace_flag(module: Module) -> bool:
+        definition = module.definition
+        if definition.replace_param is not None:
+            return bool(module.params[definition.replace_param])
+        return definition.replace
+
+    def _is_patch_compatible(self, module: Module) -> bool:
         """klp_is_patch_compatible(): the new patch must keep every installed state."""
-        new_states = {state.id: state for state in definition.states}
+        new_states = {state.id: state for state in module.definition.states}
         for old_patch in self.patches:
             for old_state in old_patch.states:
                 state = new_states.get(old_state.id)
                 if state is None:
-                    if definition.replace:
+                    if self._replace_flag(module):
                         return False
                 elif state.version < old_state.version:
                     return False
@@ -315,7 +510,7 @@ class Core:
                 if any(other.dirname == func.dirname for other in funcs):
                     raise KernelError(errno.EEXIST)
                 funcs.append(func)
-            patch.objects.append(KlpObject(obj_def.name, funcs))
+            patch.objects.append(KlpObject(obj_def.name, funcs, callbacks=obj_def.callbacks))
         if patch.replace:
             self._add_nops(patch)
         self.patches.append(patch)
@@ -342,8 +537,15 @@ class Core:
         self._pr(KERN_NOTICE, f"enabling patch '{patch.name}'")
         self.engine.init(patch, PatchState.PATCHED)
         for obj in patch.objects:
-            if self.object_loaded(obj):
-                self.patch_object(obj)
+            if not self.object_loaded(obj):
+                continue
+            ret = self.pre_patch_callback(patch, obj)
+            if ret:
+                self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
+                self._pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
+                self.engine.cancel()
+                raise KernelError(abs(ret))
+            self.patch_object(obj)
         self.engine.start()
         patch.enabled = True
         self.engine.try_complete()
@@ -390,6 +592,9 @@ class Core:
         if self.engine.patch is not None:
             raise KernelError(errno.EBUSY)
         self.engine.init(patch, PatchState.UNPATCHED)
+        for obj in patch.objects:
+            if obj.patched:
+                self.pre_unpatch_callback(patch, obj)
         self.engine.start()
         patch.enabled = False
         self.engine.try_complete()

@@ -157,15 +157,10 @@ class Daemon:
             parent = self.tasks.get(parent_pid) if parent_pid is not None else None
             if parent_pid is not None and parent is None:
                 raise KernelError(errno.ESRCH, f"no task with pid {parent_pid}")
-            if self.core.engine.patch is not None and parent is None:
-                # Forked from a task that has not switched yet.
-                task.patch_state = self.core.engine.initial_state
-                task.pending = True
             try:
-                self.tasks.add(task, parent)
+                self.core.spawn_task(task, parent)
             except KeyError:
                 raise KernelError(errno.EEXIST, f"pid {task.pid} exists") from None
-            self.core.changed.notify_all()
         return _ok(task.view())
 
     def cmd_task_set(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
@@ -250,7 +245,7 @@ class Daemon:
             with self.core.lock:
                 for task, parent_pid in plan.tasks:
                     parent = self.tasks.get(parent_pid) if parent_pid else None
-                    self.tasks.add(task, parent)
+                    self.core.spawn_task(task, parent)
             files.extend(plan.modules)
         if self.options.demo:
             files.append(DEMO_MODULE)

@@ -73,7 +73,7 @@ class KernelLog:
     def printk(self, level: int, text: str) -> Record:
         """Append one line (without its newline) at a printk level."""
         with self._cond:
-            ts = int((self._clock.monotonic() - self._boot) * 1_000_000)
+            ts = round((self._clock.monotonic() - self._boot) * 1_000_000)
             record = Record(self._next_seq, max(ts, 0), level, text)
             self._next_seq += 1
             self._records.append(record)

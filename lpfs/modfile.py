@@ -31,11 +31,49 @@ class FuncDef:
 
 
 @dataclass(frozen=True, slots=True)
+class Line:
+    """A log line a callback or the module prints, possibly only with(out) a previous state.
+
+    ``text`` is a template: ``{module}``, ``{object}``, ``{callback}``,
+    ``{state}`` (the target module's state string) and ``{info}`` (the
+    kernel test modules' callback_info() text).
+    """
+
+    text: str
+    if_prev_state: int | None = None
+    unless_prev_state: int | None = None
+
+    def applies(self, prev_states: frozenset[int]) -> bool:
+        """klp_get_prev_state(): whether a patch being replaced has set up the state."""
+        if self.if_prev_state is not None and self.if_prev_state not in prev_states:
+            return False
+        return self.unless_prev_state is None or self.unless_prev_state not in prev_states
+
+
+CALLBACK_NAMES: Final = ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Callbacks:
+    """``[object.callbacks]``: which callbacks exist, what each prints, what pre_patch returns."""
+
+    pre_patch: tuple[Line, ...] | None = None
+    post_patch: tuple[Line, ...] | None = None
+    pre_unpatch: tuple[Line, ...] | None = None
+    post_unpatch: tuple[Line, ...] | None = None
+    pre_patch_ret: int | str = 0  # a constant, or the name of an int parameter
+
+    def lines(self, callback: str) -> tuple[Line, ...] | None:
+        return getattr(self, callback)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectDef:
-    """``[[object]]``: vmlinux or a module, and its functions."""
+    """``[[object]]``: vmlinux or a module, its functions and callbacks."""
 
     name: str
     funcs: tuple[FuncDef, ...] = ()
+    callbacks: Callbacks | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +82,34 @@ class StateDef:
 
     id: int
     version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ParamDef:
+    """``[[param]]``: a module parameter (module_param())."""
+
+    name: str
+    type: str  # int, bool or charp
+    mode: int = 0o644
+    default: int | bool | str = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """``[[task]]``: a kernel work item the module starts at init, like test_klp_callbacks_busy's.
+
+    It prints ``start`` and then sleeps in ``stack`` while the bool parameter
+    ``while_param`` is set; clearing it, or unloading the module, ends it
+    (printing ``finish``) before the module's exit lines.
+    """
+
+    comm: str
+    stack: tuple[str, ...]
+    state: str = "sleeping"
+    kthread: bool = True
+    start: tuple[str, ...] = ()
+    finish: tuple[str, ...] = ()
+    while_param: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +122,19 @@ class ModuleDef:
     objects: tuple[ObjectDef, ...] = ()
     states: tuple[StateDef, ...] = ()
     source: str = ""
+    replace_param: str | None = None  # replace comes from this parameter at load time
+    params: tuple[ParamDef, ...] = ()
+    init: tuple[str, ...] = ()
+    exit: tuple[str, ...] = ()
+    tasks: tuple[TaskDef, ...] = ()
 
     @property
     def calls_klp_enable_patch(self) -> bool:
         """A livepatch module, or any module that declares objects to patch."""
         return self.livepatch or bool(self.objects)
+
+    def param(self, name: str) -> ParamDef | None:
+        return next((p for p in self.params if p.name == name), None)
 
 
 def module_name(raw: str) -> str:
@@ -128,6 +202,10 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+_TEMPLATE_FIELDS: Final = {"module", "object", "callback", "state", "info"}
+_PARAM_TYPES: Final = {"int": int, "bool": bool, "charp": str}
+
+
 def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
     """Parse a module file's text; ModfileError on any fault."""
     try:
@@ -135,7 +213,22 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
     except tomllib.TOMLDecodeError as exc:
         raise ModfileError(file, "", f"not valid TOML: {exc}") from None
     rd = _Reader(file)
-    top = rd.table(doc, "", {"format", "name", "livepatch", "replace", "object", "state"})
+    top = rd.table(
+        doc,
+        "",
+        {
+            "format",
+            "name",
+            "livepatch",
+            "replace",
+            "object",
+            "state",
+            "param",
+            "init",
+            "exit",
+            "task",
+        },
+    )
     fmt = rd.get(top, "", "format", int, FORMAT_VERSION)
     if fmt != FORMAT_VERSION:
         raise rd.fail(
@@ -146,36 +239,182 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
         raise rd.fail("name", f"'{name}' is not a module name (letters, digits, '_' and '-')")
     if len(name) >= MODULE_NAME_LEN:
         raise rd.fail("name", f"longer than {MODULE_NAME_LEN - 1} characters")
-    objects = []
-    for i, raw in enumerate(rd.array(top, "", "object")):
-        where = f"object[{i}]"
-        obj = rd.table(raw, where, {"name", "func"})
-        funcs = []
-        for j, raw_func in enumerate(rd.array(obj, where, "func")):
-            fwhere = f"{where}.func[{j}]"
-            func = rd.table(raw_func, fwhere, {"old_name", "new_name", "old_sympos"})
-            funcs.append(
-                FuncDef(
-                    old_name=rd.get(func, fwhere, "old_name", str, _REQUIRED),
-                    new_name=rd.get(func, fwhere, "new_name", str, _REQUIRED),
-                    old_sympos=rd.count(func, fwhere, "old_sympos", 0),
-                )
-            )
-        objects.append(ObjectDef(rd.get(obj, where, "name", str, "vmlinux"), tuple(funcs)))
-    states = []
-    for i, raw in enumerate(rd.array(top, "", "state")):
-        where = f"state[{i}]"
-        state = rd.table(raw, where, {"id", "version"})
-        states.append(
-            StateDef(rd.count(state, where, "id", _REQUIRED), rd.count(state, where, "version", 0))
-        )
-    return ModuleDef(
+    params = tuple(
+        _parse_param(rd, raw, f"param[{i}]") for i, raw in enumerate(rd.array(top, "", "param"))
+    )
+    replace, replace_param = _parse_replace(rd, top, params)
+    definition = ModuleDef(
         name=name,
         livepatch=rd.get(top, "", "livepatch", bool, True),
-        replace=rd.get(top, "", "replace", bool, False),
-        objects=tuple(objects),
-        states=tuple(states),
+        replace=replace,
+        replace_param=replace_param,
+        objects=tuple(
+            _parse_object(rd, raw, f"object[{i}]", params)
+            for i, raw in enumerate(rd.array(top, "", "object"))
+        ),
+        states=tuple(
+            _parse_state(rd, raw, f"state[{i}]") for i, raw in enumerate(rd.array(top, "", "state"))
+        ),
+        params=params,
+        init=_parse_texts(rd, top, "", "init"),
+        exit=_parse_texts(rd, top, "", "exit"),
+        tasks=tuple(
+            _parse_task(rd, raw, f"task[{i}]", params)
+            for i, raw in enumerate(rd.array(top, "", "task"))
+        ),
         source=file,
+    )
+    return definition
+
+
+def _param_ref(
+    rd: _Reader, where: str, ref: str, params: tuple[ParamDef, ...], types: tuple[str, ...]
+) -> str:
+    param = next((p for p in params if p.name == ref), None)
+    if param is None:
+        raise rd.fail(where, f"no parameter '{ref}' is declared")
+    if param.type not in types:
+        raise rd.fail(where, f"parameter '{ref}' is {param.type}, not {' or '.join(types)}")
+    return ref
+
+
+def _parse_replace(
+    rd: _Reader, top: dict[str, Any], params: tuple[ParamDef, ...]
+) -> tuple[bool, str | None]:
+    raw = top.get("replace", False)
+    if isinstance(raw, dict):
+        ref = rd.table(raw, "replace", {"param"})
+        name = rd.get(ref, "replace", "param", str, _REQUIRED)
+        return False, _param_ref(rd, "replace.param", name, params, ("int", "bool"))
+    return rd.get(top, "", "replace", bool, False), None
+
+
+def _parse_param(rd: _Reader, raw: Any, where: str) -> ParamDef:
+    param = rd.table(raw, where, {"name", "type", "mode", "default"})
+    name = rd.get(param, where, "name", str, _REQUIRED)
+    if not _MODULE_NAME_RE.fullmatch(name):
+        raise rd.fail(f"{where}.name", f"'{name}' is not a parameter name")
+    kind = rd.get(param, where, "type", str, _REQUIRED)
+    if kind not in _PARAM_TYPES:
+        raise rd.fail(f"{where}.type", f"expected int, bool or charp, got '{kind}'")
+    mode = rd.count(param, where, "mode", 0o644)
+    if mode & ~0o777 or mode & 0o002:
+        raise rd.fail(f"{where}.mode", f"{oct(mode)} is not a parameter mode (no world write)")
+    zero = {"int": 0, "bool": False, "charp": ""}[kind]
+    return ParamDef(name, kind, mode, rd.get(param, where, "default", _PARAM_TYPES[kind], zero))
+
+
+def _parse_object(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...]) -> ObjectDef:
+    obj = rd.table(raw, where, {"name", "func", "callbacks"})
+    funcs = []
+    for j, raw_func in enumerate(rd.array(obj, where, "func")):
+        fwhere = f"{where}.func[{j}]"
+        func = rd.table(raw_func, fwhere, {"old_name", "new_name", "old_sympos"})
+        funcs.append(
+            FuncDef(
+                old_name=rd.get(func, fwhere, "old_name", str, _REQUIRED),
+                new_name=rd.get(func, fwhere, "new_name", str, _REQUIRED),
+                old_sympos=rd.count(func, fwhere, "old_sympos", 0),
+            )
+        )
+    return ObjectDef(
+        rd.get(obj, where, "name", str, "vmlinux"),
+        tuple(funcs),
+        _parse_callbacks(rd, obj, f"{where}.callbacks", params),
+    )
+
+
+def _parse_callbacks(
+    rd: _Reader, obj: dict[str, Any], where: str, params: tuple[ParamDef, ...]
+) -> Callbacks | None:
+    raw = obj.get("callbacks")
+    if raw is None or raw is False:
+        return None
+    if raw is True:  # the kernel test modules' callbacks: callback_info() each
+        info = (Line("{info}"),)
+        return Callbacks(info, info, info, info)
+    table = rd.table(raw, where, {*CALLBACK_NAMES, "pre_patch_ret"})
+    ret: int | str = 0
+    if "pre_patch_ret" in table:
+        value = table["pre_patch_ret"]
+        if isinstance(value, dict):
+            ref = rd.table(value, f"{where}.pre_patch_ret", {"param"})
+            name = rd.get(ref, f"{where}.pre_patch_ret", "param", str, _REQUIRED)
+            ret = _param_ref(rd, f"{where}.pre_patch_ret.param", name, params, ("int",))
+        else:
+            ret = rd.get(table, where, "pre_patch_ret", int, 0)
+    lines = {
+        name: _parse_lines(rd, table[name], f"{where}.{name}")
+        for name in CALLBACK_NAMES
+        if name in table
+    }
+    return Callbacks(**lines, pre_patch_ret=ret)
+
+
+def _parse_lines(rd: _Reader, raw: Any, where: str) -> tuple[Line, ...]:
+    if not isinstance(raw, list):
+        raise rd.fail(where, f"expected an array of lines, got {_describe(raw)}")
+    lines = []
+    for i, item in enumerate(raw):
+        lwhere = f"{where}[{i}]"
+        if isinstance(item, str):
+            line = Line(item)
+        else:
+            table = rd.table(item, lwhere, {"text", "if_prev_state", "unless_prev_state"})
+            line = Line(
+                rd.get(table, lwhere, "text", str, _REQUIRED),
+                rd.get(table, lwhere, "if_prev_state", int, None),
+                rd.get(table, lwhere, "unless_prev_state", int, None),
+            )
+        _check_template(rd, lwhere, line.text)
+        lines.append(line)
+    return tuple(lines)
+
+
+def _check_template(rd: _Reader, where: str, text: str) -> None:
+    try:
+        text.format_map(dict.fromkeys(_TEMPLATE_FIELDS, ""))
+    except KeyError as exc:
+        raise rd.fail(where, f"unknown placeholder {{{exc.args[0]}}}") from None
+    except (ValueError, IndexError) as exc:
+        raise rd.fail(where, f"bad template: {exc}") from None
+
+
+def _parse_texts(rd: _Reader, doc: dict[str, Any], where: str, key: str) -> tuple[str, ...]:
+    texts = rd.array(doc, where, key)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise rd.fail(f"{_join(where, key)}[{i}]", f"expected a string, got {_describe(text)}")
+        _check_template(rd, f"{_join(where, key)}[{i}]", text)
+    return tuple(texts)
+
+
+def _parse_state(rd: _Reader, raw: Any, where: str) -> StateDef:
+    state = rd.table(raw, where, {"id", "version"})
+    return StateDef(rd.count(state, where, "id", _REQUIRED), rd.count(state, where, "version", 0))
+
+
+def _parse_task(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...]) -> TaskDef:
+    task = rd.table(
+        raw, where, {"comm", "stack", "state", "kthread", "start", "finish", "while_param"}
+    )
+    stack = _parse_texts(rd, task, where, "stack")
+    state = rd.get(task, where, "state", str, "sleeping")
+    if state not in ("running", "sleeping", "uninterruptible"):
+        raise rd.fail(
+            f"{where}.state", f"expected running, sleeping or uninterruptible, got '{state}'"
+        )
+    while_param = rd.get(task, where, "while_param", str, None)
+    if while_param is not None:
+        _param_ref(rd, f"{where}.while_param", while_param, params, ("bool",))
+    return TaskDef(
+        comm=rd.get(task, where, "comm", str, "kworker/0:1")[:15],
+        stack=stack,
+        state=state,
+        kthread=rd.get(task, where, "kthread", bool, True),
+        start=_parse_texts(rd, task, where, "start"),
+        finish=_parse_texts(rd, task, where, "finish"),
+        while_param=while_param,
     )
 
 

@@ -42,6 +42,11 @@ class Profile:
         return self.version >= (5, 18)
 
     @property
+    def refuses_vmlinux_module(self) -> bool:
+        """klp_module_coming() refuses a module named vmlinux (5.8)."""
+        return self.version >= (5, 8)
+
+    @property
     def ksym_name_len(self) -> int:
         return 512 if self.version >= (6, 1) else 128
 

@@ -28,9 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from . import params
 from .core import Core, KlpObject, Module, Patch
 from .errors import KernelError
-from .profiles import Profile, Version
+from .kstrtox import kstrtobool
+from .profiles import Version
 
 PAGE_SIZE: Final = 4096
 Owner = Patch | KlpObject | Module
@@ -48,29 +50,6 @@ class Attr:
     store: Store | None = None
     since: Version | None = None
     until: Version | None = None
-
-
-def kstrtobool(buf: bytes, profile: Profile) -> bool:
-    """lib/kstrtox.c kstrtobool(): only the first one or two bytes count.
-
-    Raises KernelError(EINVAL) for anything it does not recognise.
-    """
-    first = buf[:1]
-    if first in (b"y", b"Y", b"1"):
-        return True
-    if first in (b"n", b"N", b"0"):
-        return False
-    if profile.kstrtobool_true_false and first in (b"t", b"T", b"f", b"F"):
-        return first in (b"t", b"T")
-    if profile.kstrtobool_enable_disable and first in (b"e", b"E", b"d", b"D"):
-        return first in (b"e", b"E")
-    if first in (b"o", b"O"):
-        second = buf[1:2]
-        if second in (b"n", b"N"):
-            return True
-        if second in (b"f", b"F"):
-            return False
-    raise KernelError(errno.EINVAL)
 
 
 # -- show and store handlers, named as in kernel/livepatch/core.c -------------
@@ -145,6 +124,22 @@ MODULE_ATTRS: Final = (
     Attr("taint", 0o444, show=taint_show),
 )
 MODULE_DIRS: Final = ("holders",)
+PARAMETERS: Final = "parameters"
+
+
+def param_attr(module: Module, name: str) -> Attr | None:
+    """/sys/module/<module>/parameters/<name>: a file only for a parameter with a mode."""
+    param = module.definition.param(name)
+    if param is None or not param.mode:
+        return None
+
+    def show(core: Core, owner: Owner) -> str:
+        return params.show(param, module.params[name])
+
+    def store(core: Core, owner: Owner, buf: bytes) -> None:
+        core.set_param(module, name, buf.decode("utf-8", "replace"))
+
+    return Attr(name, param.mode, show=show, store=store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,17 +221,28 @@ class Tree:
             if depth == 1:
                 return self._dir(None, self.mounted, list(core.modules), [])
             module = core.modules.get(parts[1])
-            if module is None or depth > 3:
+            if module is None:
                 return None
-            if depth == 2:
-                return self._dir(
-                    module, module.created, list(MODULE_DIRS), list(self._module_attrs)
-                )
-            if parts[2] in MODULE_DIRS:
-                return self._dir(module, module.created, [], [])
-            attr = self._module_attrs.get(parts[2])
-            return Node(module, module.created, attr) if attr else None
+            return self._resolve_module(module, parts[2:])
         return None
+
+    def _resolve_module(self, module: Module, rest: list[str]) -> Node | None:
+        created = module.created
+        names = [p.name for p in module.definition.params if p.mode]
+        if not rest:
+            subdirs = [*MODULE_DIRS, *([PARAMETERS] if names else [])]
+            return self._dir(module, created, subdirs, list(self._module_attrs))
+        if rest[0] == PARAMETERS and names:
+            if len(rest) == 1:
+                return self._dir(module, created, [], names)
+            attr = param_attr(module, rest[1]) if len(rest) == 2 else None
+            return Node(module, created, attr) if attr else None
+        if len(rest) > 1:
+            return None
+        if rest[0] in MODULE_DIRS:
+            return self._dir(module, created, [], [])
+        attr = self._module_attrs.get(rest[0])
+        return Node(module, created, attr) if attr else None
 
     def _resolve_patch(self, patch: Patch, rest: list[str]) -> Node | None:
         created = patch.module.created

@@ -151,6 +151,13 @@ class Transition:
         for task in self.source.tasks():
             task.patch_state = PatchState.IDLE
             task.pending = False
+        for obj in patch.objects:
+            if not self._core.object_loaded(obj):
+                continue
+            if self.target == PatchState.PATCHED:
+                self._core.post_patch_callback(patch, obj)
+            else:
+                self._core.post_unpatch_callback(patch, obj)
         self._notice(f"'{patch.name}': {direction} complete")
         self.patch = None
         self.target = PatchState.IDLE

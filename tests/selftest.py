@@ -49,12 +49,12 @@ class Selftest:
     def load_lp_nowait(self, mod: str, *args: str, module_file: str | None = None) -> None:
         self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
         self.mnt.insmod(module_file or mod)
-        self.loop_until(lambda: (self.mnt.klp / mod).is_dir(), f"{mod} in sysfs")
+        self.loop_until((self.mnt.klp / mod).is_dir, f"{mod} in sysfs")
 
     def load_mod(self, mod: str) -> None:
         self.log(f"% insmod test_modules/{mod}.ko")
         self.mnt.insmod(mod)
-        self.loop_until(lambda: (self.mnt.path / "module" / mod).is_dir(), f"{mod} loaded")
+        self.loop_until((self.mnt.path / "module" / mod).is_dir, f"{mod} loaded")
 
     def disable_lp(self, mod: str) -> None:
         self.log(f"% echo 0 > /sys/kernel/livepatch/{mod}/enabled")

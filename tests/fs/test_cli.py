@@ -1,0 +1,269 @@
+"""The `lpfs` command against a real daemon: kmod-style texts, logs, status and exit codes.
+
+Exit codes (lpfs/cli.py): 0 success, 1 a kernel or kmod error, 2 a usage
+error, 3 no daemon reachable. Texts follow kmod (SPEC §3.1, §3.2) and dmesg
+(SPEC §6.11).
+"""
+
+# STYLE.md asks for `assert expected == actual`, which SIM300 calls a Yoda condition.
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from lpfs_fixtures import MODULES, Mount, lpfs_cli
+
+LP = "test_klp_livepatch"
+MOD = "test_klp_callbacks_mod"
+DMESG_PREFIX = re.compile(r"^\[ *\d+\.\d{6}\] ")
+TAINT_LIVEPATCH = 1 << 15
+
+MISSING_OLD_NAME = """\
+name = "broken"
+
+[[object]]
+name = "vmlinux"
+
+[[object.func]]
+new_name = "livepatch_cmdline_proc_show"
+"""
+NOT_A_LIVEPATCH = """\
+name = "plain_patcher"
+livepatch = false
+
+[[object]]
+name = "vmlinux"
+
+[[object.func]]
+old_name = "cmdline_proc_show"
+new_name = "livepatch_cmdline_proc_show"
+"""
+
+
+@pytest.fixture
+def lp(mnt: Mount) -> Mount:
+    """The mount with test_klp_livepatch loaded and its patching transition complete."""
+    mnt.insmod(LP)
+    return mnt
+
+
+@pytest.fixture
+def blocked(mnt: Mount) -> Mount:
+    """test_klp_livepatch stuck patching: a task sleeps in cmdline_proc_show."""
+    mnt.add_task(100, "cmdline_proc_show", state="uninterruptible")
+    mnt.insmod(LP)
+    return mnt
+
+
+def module_file(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def disable(mnt: Mount, patch: str) -> None:
+    mnt.sh(f"echo 0 > kernel/livepatch/{patch}/enabled", check=True)
+
+
+class TestLsmod:
+    def test_layout(self, lp: Mount) -> None:
+        """lsmod prints kmod's header, then `%-19s %8d  %d` rows, newest module first."""
+        lp.insmod(MOD)
+        sizes = {module["name"]: module["size"] for module in lp.status()["modules"]}
+        expected = [
+            "Module                  Size  Used by",
+            f"{MOD:<19} {sizes[MOD]:>8}  0",
+            f"{LP:<19} {sizes[LP]:>8}  1",
+        ]
+        assert expected == lp.lpfs("lsmod").stdout.splitlines()
+
+    def test_empty(self, mnt: Mount) -> None:
+        """Without modules lsmod prints only the header."""
+        assert "Module                  Size  Used by\n" == mnt.lpfs("lsmod").stdout
+
+
+class TestRmmod:
+    def test_livepatch_in_use(self, lp: Mount) -> None:
+        """A livepatch whose patch exists holds its module: rmmod fails as kmod says."""
+        result = lp.rmmod(LP, check=False)
+        assert (1, f"rmmod: ERROR: Module {LP} is in use\n") == (result.returncode, result.stderr)
+
+    def test_unknown_module(self, mnt: Mount) -> None:
+        """rmmod of a module that is not loaded fails as kmod says."""
+        result = mnt.rmmod("x", check=False)
+        expected = "rmmod: ERROR: Module x is not currently loaded\n"
+        assert (1, expected) == (result.returncode, result.stderr)
+
+    def test_after_disable(self, lp: Mount) -> None:
+        """Once the patch is disabled and freed, rmmod succeeds silently."""
+        disable(lp, LP)
+        result = lp.rmmod(LP, check=False)
+        assert (0, "", "") == (result.returncode, result.stdout, result.stderr)
+
+
+class TestInsmod:
+    def test_loaded_module_exists(self, lp: Mount) -> None:
+        """Loading a module that is already loaded fails with File exists."""
+        result = lp.insmod(LP, check=False)
+        file = MODULES / f"{LP}.toml"
+        expected = f"insmod: ERROR: could not insert module {file}: File exists\n"
+        assert (1, expected) == (result.returncode, result.stderr)
+
+    def test_malformed_module_file_names_the_key(self, mnt: Mount, tmp_path: Path) -> None:
+        """A func without old_name is refused with the file, the key and the reason."""
+        result = mnt.insmod(module_file(tmp_path, "broken", MISSING_OLD_NAME), check=False)
+        assert (1, True) == (
+            result.returncode,
+            "object[0].func[0].old_name: missing" in result.stderr,
+        )
+
+    def test_objects_without_livepatch_flag_are_invalid(self, mnt: Mount, tmp_path: Path) -> None:
+        """A module not marked livepatch that calls klp_enable_patch fails with EINVAL."""
+        file = module_file(tmp_path, "plain_patcher", NOT_A_LIVEPATCH)
+        result = mnt.insmod(file, check=False)
+        expected = f"insmod: ERROR: could not insert module {file}: Invalid parameters\n"
+        assert (1, expected) == (result.returncode, result.stderr)
+
+    def test_objects_without_livepatch_flag_are_logged(self, mnt: Mount, tmp_path: Path) -> None:
+        """klp_enable_patch logs why it refused the module."""
+        mnt.insmod(module_file(tmp_path, "plain_patcher", NOT_A_LIVEPATCH), check=False)
+        expected = "livepatch: module plain_patcher is not marked as a livepatch module"
+        assert [expected] == mnt.dmesg()
+
+
+class TestStatus:
+    def test_json_fields(self, lp: Mount) -> None:
+        """status --json names the daemon, the taint, the transition, patches and modules."""
+        status = lp.status()
+        expected = {
+            "pid",
+            "mountpoint",
+            "socket",
+            "version",
+            "kernel",
+            "transition_interval",
+            "tainted",
+            "transition",
+            "patches",
+            "modules",
+        }
+        assert expected == set(status)
+
+    def test_json_values(self, lp: Mount) -> None:
+        """After one livepatch loaded: tainted K, no transition, the mountpoint served."""
+        status = lp.status()
+        actual = (status["mountpoint"], status["tainted"], status["transition"])
+        assert (str(lp.path), TAINT_LIVEPATCH, None) == actual
+
+    def test_json_patch(self, lp: Mount) -> None:
+        """Each patch shows what its sysfs directory shows."""
+        expected = {
+            "name": LP,
+            "enabled": True,
+            "transition": False,
+            "replace": False,
+            "stack_order": 1,
+            "forced": False,
+            "objects": [
+                {
+                    "name": "vmlinux",
+                    "patched": True,
+                    "dynamic": False,
+                    "funcs": [
+                        {
+                            "old_name": "cmdline_proc_show",
+                            "new_name": "livepatch_cmdline_proc_show",
+                            "sympos": 1,
+                            "nop": False,
+                        }
+                    ],
+                }
+            ],
+        }
+        assert [expected] == lp.status()["patches"]
+
+    def test_json_transition(self, blocked: Mount) -> None:
+        """A blocked transition shows its patch, direction and task counts."""
+        transition = blocked.status()["transition"]
+        actual = {key: transition[key] for key in ("patch", "direction", "tasks_switched")}
+        assert {"patch": LP, "direction": "patching", "tasks_switched": 2} == actual
+
+
+class TestDmesg:
+    def test_lines_carry_a_timestamp(self, lp: Mount) -> None:
+        """Every line starts with `[ seconds.micro] `, as the selftests' sed expects."""
+        lines = lp.lpfs("dmesg").stdout.splitlines()
+        assert (True, []) == (bool(lines), [line for line in lines if not DMESG_PREFIX.match(line)])
+
+    def test_json_records(self, lp: Mount) -> None:
+        """dmesg --json prints one object per line with seq, ts_usec, level and text."""
+        records = [json.loads(line) for line in lp.lpfs("dmesg", "--json").stdout.splitlines()]
+        shapes = {tuple((key, type(value).__name__) for key, value in r.items()) for r in records}
+        expected = {(("seq", "int"), ("ts_usec", "int"), ("level", "int"), ("text", "str"))}
+        assert expected == shapes
+
+    def test_json_matches_text(self, lp: Mount) -> None:
+        """The JSON records and the text lines carry the same messages in the same order."""
+        texts = [DMESG_PREFIX.sub("", line) for line in lp.lpfs("dmesg").stdout.splitlines()]
+        assert texts == lp.dmesg()
+
+    def test_clear_empties_the_ring(self, lp: Mount) -> None:
+        """dmesg -C prints nothing and leaves an empty log."""
+        cleared = lp.lpfs("dmesg", "-C").stdout
+        assert ("", "") == (cleared, lp.lpfs("dmesg").stdout)
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize(
+        "args",
+        [("--mount", "/nonexistent", "status"), ("status", "--mount", "/nonexistent")],
+        ids=["before-command", "after-command"],
+    )
+    def test_no_daemon_is_3(self, args: tuple[str, ...]) -> None:
+        """Naming a mountpoint no daemon serves exits 3."""
+        assert 3 == lpfs_cli(*args, check=False).returncode
+
+    @pytest.mark.parametrize(
+        "args", [("no-such-command",), ("wait", LP), ("tick", "many")], ids=lambda a: a[0]
+    )
+    def test_usage_error_is_2(self, args: tuple[str, ...]) -> None:
+        """A command line argparse rejects exits 2."""
+        assert 2 == lpfs_cli(*args, check=False).returncode
+
+
+class TestWait:
+    def test_gone_times_out_while_patch_exists(self, lp: Mount) -> None:
+        """wait --gone exits 1 when the timeout passes with the patch still there."""
+        assert 1 == lp.lpfs("wait", LP, "--gone", "--timeout", "0.2", check=False).returncode
+
+    def test_gone_returns_once_patch_is_freed(self, lp: Mount) -> None:
+        """wait --gone exits 0 once the patch directory is gone."""
+        disable(lp, LP)
+        assert 0 == lp.lpfs("wait", LP, "--gone", "--timeout", "0.2", check=False).returncode
+
+
+class TestTasks:
+    def test_blocking_names_task_and_function(self, blocked: Mount) -> None:
+        """tasks --blocking lists the task and the function it sleeps on."""
+        expected = [
+            "    PID COMM             REASON",
+            "    100 task100          is sleeping on function cmdline_proc_show",
+        ]
+        assert expected == blocked.lpfs("tasks", "--blocking").stdout.splitlines()
+
+    def test_blocking_json(self, blocked: Mount) -> None:
+        """tasks --blocking --json gives pid, comm, reason and function."""
+        expected = [
+            {
+                "pid": 100,
+                "comm": "task100",
+                "reason": "is sleeping on function cmdline_proc_show",
+                "function": "cmdline_proc_show",
+            }
+        ]
+        assert expected == json.loads(blocked.lpfs("tasks", "--blocking", "--json").stdout)
+
+    def test_nothing_blocks_without_a_transition(self, lp: Mount) -> None:
+        """With no transition in progress no task is blocking."""
+        assert [] == json.loads(lp.lpfs("tasks", "--blocking", "--json").stdout)

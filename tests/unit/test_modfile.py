@@ -1,0 +1,252 @@
+"""lpfs.modfile: module files, their defaults and their error messages."""
+
+import pytest
+
+from lpfs.errors import ModfileError
+from lpfs.modfile import FuncDef, ModuleDef, ObjectDef, StateDef, load, parse
+
+ONE_FUNC = """
+name = "demo"
+
+[[object]]
+[[object.func]]
+old_name = "cmdline_proc_show"
+new_name = "livepatch_cmdline_proc_show"
+"""
+
+
+def error(text, file="demo.toml") -> str:
+    """The message of the ModfileError that parsing ``text`` raises."""
+    with pytest.raises(ModfileError) as info:
+        parse(text, file)
+    return str(info.value)
+
+
+class TestParse:
+    """What a valid module file turns into."""
+
+    def test_defaults(self):
+        """Objects default to vmlinux, sympos to 0, livepatch to true and replace to false."""
+        expected = ModuleDef(
+            name="demo",
+            livepatch=True,
+            replace=False,
+            objects=(
+                ObjectDef(
+                    "vmlinux", (FuncDef("cmdline_proc_show", "livepatch_cmdline_proc_show"),)
+                ),
+            ),
+            source="demo.toml",
+        )
+
+        assert expected == parse(ONE_FUNC, "demo.toml")
+
+    def test_every_key(self):
+        """Every documented key is read."""
+        text = """
+            format = 1
+            name = "demo"
+            livepatch = true
+            replace = true
+            [[object]]
+            name = "test_klp_mod"
+            [[object.func]]
+            old_name = "mod_func"
+            new_name = "livepatch_mod_func"
+            old_sympos = 2
+            [[state]]
+            id = 7
+            version = 3
+        """
+
+        definition = parse(text, "demo.toml")
+
+        assert (
+            True,
+            (ObjectDef("test_klp_mod", (FuncDef("mod_func", "livepatch_mod_func", 2),)),),
+            (StateDef(7, 3),),
+        ) == (definition.replace, definition.objects, definition.states)
+
+    def test_plain_module(self):
+        """A module with livepatch = false and no objects does not call klp_enable_patch."""
+        definition = parse('name = "test_klp_mod"\nlivepatch = false\n', "m.toml")
+
+        assert not definition.calls_klp_enable_patch
+
+    def test_dash_becomes_underscore(self):
+        """'-' in a module name is turned into '_', as kbuild does."""
+        assert "test_klp_livepatch" == parse('name = "test-klp-livepatch"', "x.toml").name
+
+
+class TestMissing:
+    """Required keys, named by their path."""
+
+    def test_func_old_name(self):
+        """A func without old_name names object and func indexes."""
+        text = ONE_FUNC + '[[object.func]]\nnew_name = "x"\n'
+
+        assert "demo.toml: object[0].func[1].old_name: missing" == error(text)
+
+    def test_func_new_name(self):
+        """A func without new_name is refused."""
+        text = 'name = "demo"\n[[object]]\n[[object.func]]\nold_name = "x"\n'
+
+        assert "demo.toml: object[0].func[0].new_name: missing" == error(text)
+
+    def test_name_without_default(self):
+        """parse() without a default name requires the name key."""
+        assert "demo.toml: name: missing" == error("format = 1")
+
+    def test_state_id(self):
+        """A state needs its id."""
+        assert "demo.toml: state[0].id: missing" == error('name = "demo"\n[[state]]\nversion = 1')
+
+
+class TestUnknownKeys:
+    """Keys that the format does not define."""
+
+    def test_top_level(self):
+        """An unknown top-level key is named."""
+        assert "demo.toml: bogus: unknown key" == error('name = "demo"\nbogus = 1')
+
+    def test_in_object(self):
+        """An unknown object key is named with its object index."""
+        text = 'name = "demo"\n[[object]]\nfuncs = []\n'
+
+        assert "demo.toml: object[0].funcs: unknown key" == error(text)
+
+    def test_in_func(self):
+        """An unknown func key is named with both indexes."""
+        text = ONE_FUNC + "sympos = 1\n"
+
+        assert "demo.toml: object[0].func[0].sympos: unknown key" == error(text)
+
+
+class TestTypes:
+    """Every key is checked for its TOML type."""
+
+    def test_int_for_bool(self):
+        """An integer where a boolean belongs is refused with the value and its type."""
+        assert "demo.toml: replace: expected a boolean, got 1 (int)" == error(
+            'name = "demo"\nreplace = 1'
+        )
+
+    def test_bool_for_int(self):
+        """A boolean is not an integer, although Python says so."""
+        text = ONE_FUNC + "old_sympos = true\n"
+
+        assert (
+            "demo.toml: object[0].func[0].old_sympos: expected an integer, got True (bool)"
+            == error(text)
+        )
+
+    def test_int_for_string(self):
+        """A number where a name belongs is refused."""
+        assert "demo.toml: name: expected a string, got 5 (int)" == error("name = 5")
+
+    def test_scalar_for_object(self):
+        """An object that is not a table is refused."""
+        assert "demo.toml: object[0]: expected a table, got 1 (int)" == error(
+            'name = "demo"\nobject = [1]'
+        )
+
+    def test_table_for_array(self):
+        """object must be an array of tables."""
+        assert "demo.toml: object: expected an array, got {} (dict)" == error(
+            'name = "demo"\n[object]\n'
+        )
+
+
+class TestNegative:
+    """Counts must not be negative."""
+
+    def test_sympos(self):
+        """A negative old_sympos is refused with its value."""
+        text = ONE_FUNC + "old_sympos = -1\n"
+
+        assert "demo.toml: object[0].func[0].old_sympos: must not be negative, got -1" == error(
+            text
+        )
+
+    def test_state_version(self):
+        """A negative state version is refused."""
+        text = 'name = "demo"\n[[state]]\nid = 1\nversion = -2\n'
+
+        assert "demo.toml: state[0].version: must not be negative, got -2" == error(text)
+
+
+class TestNames:
+    """Module names the kernel could have."""
+
+    def test_invalid_characters(self):
+        """A name with a blank is refused."""
+        assert (
+            "demo.toml: name: 'a b' is not a module name (letters, digits, '_' and '-')"
+            == error('name = "a b"')
+        )
+
+    def test_too_long(self):
+        """A name of MODULE_NAME_LEN (56) characters does not fit with its NUL."""
+        assert "demo.toml: name: longer than 55 characters" == error(f'name = "{"m" * 56}"')
+
+    def test_longest(self):
+        """55 characters fit."""
+        assert "m" * 55 == parse(f'name = "{"m" * 55}"', "demo.toml").name
+
+
+class TestFormat:
+    """The format version and the TOML syntax."""
+
+    def test_unsupported_format(self):
+        """A format this lpfs does not read is refused with both numbers."""
+        assert "demo.toml: format: unsupported format 2, this lpfs reads format 1" == error(
+            'format = 2\nname = "demo"'
+        )
+
+    def test_bad_toml(self):
+        """A syntax error is reported against the file, without a key."""
+        with pytest.raises(ModfileError) as info:
+            parse("name = ", "demo.toml")
+
+        assert ("demo.toml", "", True) == (
+            info.value.file,
+            info.value.key,
+            str(info.value).startswith("demo.toml: not valid TOML: "),
+        )
+
+
+class TestLoad:
+    """modfile.load reads a file and defaults the name to its stem."""
+
+    def test_name_from_stem(self, tmp_path):
+        """Without a name key the file's stem, normalised, is the module name."""
+        path = tmp_path / "test-klp-demo.toml"
+        path.write_text(ONE_FUNC.replace('name = "demo"', ""))
+
+        assert ("test_klp_demo", str(path)) == (load(path).name, load(path).source)
+
+    def test_name_key_wins(self, tmp_path):
+        """A name key overrides the file's stem."""
+        path = tmp_path / "other.toml"
+        path.write_text(ONE_FUNC)
+
+        assert "demo" == load(path).name
+
+    def test_missing_file(self, tmp_path):
+        """A file that cannot be read is a ModfileError naming it."""
+        path = tmp_path / "absent.toml"
+
+        with pytest.raises(ModfileError) as info:
+            load(path)
+
+        assert f"{path}: No such file or directory" == str(info.value)
+
+    def test_not_utf8(self, tmp_path):
+        """A file that is not UTF-8 is refused."""
+        path = tmp_path / "bin.toml"
+        path.write_bytes(b"name = '\xff'")
+
+        with pytest.raises(ModfileError) as info:
+            load(path)
+
+        assert f"{path}: not UTF-8 text" == str(info.value)
