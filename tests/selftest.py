@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from lpfs_fixtures import Mount, dedent
+from lpfs_fixtures import MODULES, Mount, dedent
 
 RETRY_INTERVAL = 0.01
 MAX_WAIT = 30.0
@@ -41,19 +41,24 @@ class Selftest:
         out = self.mnt.lpfs("dmesg", "--json").stdout
         return [json.loads(line) for line in out.splitlines()]
 
-    def load_lp(self, mod: str, *args: str, module_file: str | None = None) -> None:
-        self.load_lp_nowait(mod, *args, module_file=module_file)
+    def load_lp(self, mod: str, *args: str) -> None:
+        self.load_lp_nowait(mod, *args)
         transition = self.mnt.klp / mod / "transition"
         self.loop_until(lambda: transition.read_text() == "0\n", f"{mod} transition")
 
-    def load_lp_nowait(self, mod: str, *args: str, module_file: str | None = None) -> None:
+    def load_lp_nowait(self, mod: str, *args: str) -> None:
         self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
-        self.mnt.insmod(module_file or mod)
+        self.mnt.insmod(mod, *args)
         self.loop_until((self.mnt.klp / mod).is_dir, f"{mod} in sysfs")
 
-    def load_mod(self, mod: str) -> None:
-        self.log(f"% insmod test_modules/{mod}.ko")
-        self.mnt.insmod(mod)
+    def wait_for_transition(self, mod: str) -> None:
+        """test-callbacks.sh's loop_until on transition reading 1."""
+        transition = self.mnt.klp / mod / "transition"
+        self.loop_until(lambda: transition.read_text() == "1\n", "failed to stall transition")
+
+    def load_mod(self, mod: str, *args: str) -> None:
+        self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
+        self.mnt.insmod(mod, *args)
         self.loop_until((self.mnt.path / "module" / mod).is_dir, f"{mod} loaded")
 
     def disable_lp(self, mod: str) -> None:
@@ -70,6 +75,18 @@ class Selftest:
         self.loop_until(lambda: not refcnt.parent.exists(), f"{mod} unloaded")
 
     unload_lp = unload_mod
+
+    def load_failing_mod(self, mod: str, *args: str) -> None:
+        """insmod that must fail; its error line goes to the log, as functions.sh does."""
+        self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
+        result = self.mnt.insmod(mod, *args, check=False)
+        assert result.returncode != 0, f"{mod} unexpectedly loaded"
+        error = result.stderr.strip().replace(str(MODULES) + "/", "test_modules/")
+        self.log(error.replace(".toml", ".ko"))
+
+    def set_pre_patch_ret(self, mod: str, ret: int) -> None:
+        self.log(f"% echo {ret} > /sys/module/{mod}/parameters/pre_patch_ret")
+        self.mnt.sh(f"echo {ret} > module/{mod}/parameters/pre_patch_ret", check=True)
 
     def check_sysfs_rights(self, mod: str, rel: str, rights: str) -> None:
         path = os.path.join("kernel/livepatch", mod, rel)
