@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import params
+from . import legacy, params
 from .clock import Clock, SystemClock
 from .errors import KernelError
 from .klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
@@ -147,6 +147,7 @@ class Core:
         self.modules: dict[str, Module] = {}
         self.patches: list[Patch] = []  # klp_patches: enabled or in transition
         self.tainted = 0
+        self.legacy_forced = False
         # ops->func_stack per patched function, oldest first.
         self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
         self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
@@ -222,6 +223,8 @@ class Core:
             self._stop_module_tasks_locked(module)
             for text in module.definition.exit:
                 self._pr_module(module, text)
+            if module.patch is not None:
+                legacy.unregister(self, module.patch)  # a 4.15-5.0 module's exit
             self._module_going_locked(module)
             self._forget_module_locked(module)
             self.changed.notify_all()
@@ -243,6 +246,7 @@ class Core:
             self.engine.target = PatchState.IDLE
             self.engine.retry_queued = False
             self.tainted = 0
+            self.legacy_forced = False
             self.log.clear()
             self.changed.notify_all()
 
@@ -352,7 +356,7 @@ class Core:
             raise KernelError(errno.EINVAL)
         for patch in self.patches:
             obj = patch.find_object(module.name)
-            if obj is None:
+            if obj is None or not self._applies_to_modules(patch):
                 continue
             self._pr(
                 KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
@@ -381,7 +385,7 @@ class Core:
             if patch is limit:
                 break
             obj = patch.find_object(module.name)
-            if obj is None:
+            if obj is None or not self._applies_to_modules(patch):
                 continue
             if patch is not self.engine.patch:
                 self.pre_unpatch_callback(patch, obj)
@@ -390,6 +394,10 @@ class Core:
             )
             self.unpatch_object(obj)
             self.post_unpatch_callback(patch, obj)
+
+    def _applies_to_modules(self, patch: Patch) -> bool:
+        """Legacy kernels (un)patch a coming or going module only for an active patch."""
+        return not self.profile.legacy or patch.enabled or patch is self.engine.patch
 
     def object_loaded(self, obj: KlpObject) -> bool:
         """klp_is_object_loaded(): vmlinux always, a module while it is loaded and not going."""
@@ -457,6 +465,10 @@ class Core:
         if not definition.livepatch:
             self._pr(KERN_ERR, f"module {module.name} is not marked as a livepatch module")
             raise KernelError(errno.EINVAL)
+        if self.profile.legacy:
+            module.patch = Patch(module, replace=False, states=())
+            legacy.register_and_enable(self, module.patch)
+            return
         if not self._is_patch_compatible(module):
             self._pr(
                 KERN_ERR,
@@ -468,22 +480,25 @@ class Core:
         patch = Patch(module, replace=self._replace_flag(module), states=definition.states)
         module.patch = patch
         try:
-            self._init_patch_locked(patch)
+            self.init_patch_locked(patch)
             self._enable_patch_locked(patch)
         except KernelError:
             self._free_patch_start(patch)
             self._free_patch_finish(patch)
             raise
 
-    @staticmethod
-    def _replace_flag(module: Module) -> bool:
+    def _replace_flag(self, module: Module) -> bool:
         definition = module.definition
+        if not self.profile.has_replace:
+            return False
         if definition.replace_param is not None:
             return bool(module.params[definition.replace_param])
         return definition.replace
 
     def _is_patch_compatible(self, module: Module) -> bool:
         """klp_is_patch_compatible(): the new patch must keep every installed state."""
+        if not self.profile.has_states:
+            return True
         new_states = {state.id: state for state in module.definition.states}
         for old_patch in self.patches:
             for old_state in old_patch.states:
@@ -495,7 +510,7 @@ class Core:
                     return False
         return True
 
-    def _init_patch_locked(self, patch: Patch) -> None:
+    def init_patch_locked(self, patch: Patch) -> None:
         """klp_init_patch(): build objects and funcs (NOPs for replace), join klp_patches."""
         for obj_def in patch.module.definition.objects:
             if obj_def.name != VMLINUX and len(obj_def.name) >= MODULE_NAME_LEN:
@@ -534,6 +549,14 @@ class Core:
         """__klp_enable_patch(): EBUSY during another transition, else start patching."""
         if self.engine.patch is not None:
             raise KernelError(errno.EBUSY)
+        self.start_patching_locked(patch)
+
+    def start_patching_locked(self, patch: Patch) -> None:
+        """Announce, prepare every loaded object, start the transition and try it once.
+
+        Raises KernelError with a failing pre_patch callback's errno, after
+        cancelling the transition.
+        """
         self._pr(KERN_NOTICE, f"enabling patch '{patch.name}'")
         self.engine.init(patch, PatchState.PATCHED)
         for obj in patch.objects:
@@ -566,6 +589,8 @@ class Core:
                 raise KernelError(errno.EINVAL)  # already in requested state
             if patch is self.engine.patch:
                 self.engine.reverse()
+            elif self.profile.legacy:
+                legacy.enable(self, patch) if enabled else legacy.disable(self, patch)
             elif not enabled:
                 self._disable_patch_locked(patch)
             else:
@@ -583,6 +608,17 @@ class Core:
             self.engine.force()
             self.changed.notify_all()
 
+    def signal_store(self, patch: Patch, signal: bool) -> None:
+        """signal_store() (4.15-5.0) after kstrtobool: EINVAL unless the patch is in transition."""
+        if not signal:
+            return
+        with self.lock:
+            self._check_alive(patch)
+            if patch is not self.engine.patch:
+                raise KernelError(errno.EINVAL)
+            self.engine.send_signals()
+            self.changed.notify_all()
+
     def _check_alive(self, patch: Patch) -> None:
         if patch.freed:
             raise KernelError(errno.ENODEV)
@@ -591,6 +627,10 @@ class Core:
         """__klp_disable_patch(): start unpatching; EBUSY during any transition."""
         if self.engine.patch is not None:
             raise KernelError(errno.EBUSY)
+        self.start_unpatching_locked(patch)
+
+    def start_unpatching_locked(self, patch: Patch) -> None:
+        """Run the pre_unpatch callbacks, start the unpatching transition and try it once."""
         self.engine.init(patch, PatchState.UNPATCHED)
         for obj in patch.objects:
             if obj.patched:
@@ -706,10 +746,10 @@ class Core:
                 obj.freed = True
         patch.objects = [obj for obj in patch.objects if not obj.dynamic]
 
-    def free_patch(self, patch: Patch) -> None:
+    def free_patch(self, patch: Patch, put_module: bool = True) -> None:
         """klp_free_patch_async(), run at once: see the README's differences."""
         self._free_patch_start(patch)
-        self._free_patch_finish(patch)
+        self._free_patch_finish(patch, put_module)
 
     def free_replaced_patches(self, new_patch: Patch) -> None:
         """klp_free_replaced_patches_async(): free every patch older than ``new_patch``."""
@@ -718,9 +758,28 @@ class Core:
                 return
             self.free_patch(old_patch)
 
+    def free_unused_patches(self, patch: Patch) -> None:
+        """After a completed transition (5.1+): free a disabled patch, or the replaced ones."""
+        if self.profile.legacy:
+            return  # disabled patches stay registered until their module goes
+        if not patch.enabled:
+            self.free_patch(patch)
+        elif patch.replace:
+            self.free_replaced_patches(patch)
+
+    def put_after_unpatching(self, patch: Patch, target: PatchState) -> None:
+        """klp_complete_transition() before 5.1: drop the reference taken at enable.
+
+        Unless anything was ever forced; from 5.1 on the reference goes with the free.
+        """
+        if self.profile.legacy and target == PatchState.UNPATCHED and not self.legacy_forced:
+            patch.module.refcnt -= 1
+
     def mark_forced(self, patch: Patch, target: PatchState) -> None:
         """The forced flags of klp_force_transition(): those modules stay referenced."""
-        if not self.profile.forced_marks_only_removed:
+        if self.profile.legacy:
+            self.legacy_forced = True  # one global flag before 5.1
+        elif not self.profile.forced_marks_only_removed:
             for each in self.patches:
                 each.forced = True
         elif target == PatchState.UNPATCHED:
@@ -739,11 +798,11 @@ class Core:
                 self.unpatch_object(obj)
             obj.freed = True
 
-    def _free_patch_finish(self, patch: Patch) -> None:
+    def _free_patch_finish(self, patch: Patch, put_module: bool = True) -> None:
         """klp_free_patch_finish(): the directory goes, then the module reference."""
         patch.freed = True
         patch.module.patch = None
-        if not patch.forced:
+        if put_module and not patch.forced:
             patch.module.refcnt -= 1
 
     # -- views ---------------------------------------------------------------

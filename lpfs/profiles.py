@@ -10,7 +10,7 @@ from typing import Final
 
 Version = tuple[int, int]
 
-OLDEST: Final[Version] = (5, 1)
+OLDEST: Final[Version] = (4, 15)
 # Newest behaviour lpfs knows: stack_order (6.14) and kstrtobool's
 # enable/disable spellings (~6.16) are both present.
 NEWEST: Final[Version] = (6, 16)
@@ -25,6 +25,26 @@ class Profile:
     def has(self, since: Version | None, until: Version | None = None) -> bool:
         """True if a feature added in ``since`` and removed in ``until`` exists here."""
         return (since is None or self.version >= since) and (until is None or self.version < until)
+
+    @property
+    def legacy(self) -> bool:
+        """4.15-5.0: patches are registered, then enabled; disabling keeps them; stacking rules."""
+        return self.version < (5, 1)
+
+    @property
+    def automatic_signals(self) -> bool:
+        """Fake signals every 15 retries (5.1); before, only through the signal attribute."""
+        return self.version >= (5, 1)
+
+    @property
+    def has_replace(self) -> bool:
+        """Atomic replace exists (5.1)."""
+        return self.version >= (5, 1)
+
+    @property
+    def has_states(self) -> bool:
+        """struct klp_state and the compatibility check at load (5.5)."""
+        return self.version >= (5, 5)
 
     @property
     def kstrtobool_true_false(self) -> bool:

@@ -74,6 +74,11 @@ def force_store(core: Core, patch: Owner, buf: bytes) -> None:
     core.force_store(patch, kstrtobool(buf, core.profile))
 
 
+def signal_store(core: Core, patch: Owner, buf: bytes) -> None:
+    assert isinstance(patch, Patch)
+    core.signal_store(patch, kstrtobool(buf, core.profile))
+
+
 def replace_show(core: Core, patch: Owner) -> str:
     assert isinstance(patch, Patch)
     return f"{int(patch.replace)}\n"
@@ -112,6 +117,7 @@ def coresize_show(core: Core, module: Owner) -> str:
 PATCH_ATTRS: Final = (
     Attr("enabled", 0o644, show=enabled_show, store=enabled_store),
     Attr("transition", 0o444, show=transition_show, since=(4, 12)),
+    Attr("signal", 0o200, store=signal_store, since=(4, 15), until=(5, 1)),
     Attr("force", 0o200, store=force_store, since=(4, 15)),
     Attr("replace", 0o444, show=replace_show, since=(6, 11)),
     Attr("stack_order", 0o444, show=stack_order_show, since=(6, 14)),

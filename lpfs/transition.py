@@ -121,8 +121,9 @@ class Transition:
                 complete = False
         self.tries += 1
         if not complete:
-            if self.signals_cnt and self.signals_cnt % SIGNALS_TIMEOUT == 0:
-                self._send_signals()
+            automatic = self._core.profile.automatic_signals
+            if automatic and self.signals_cnt and self.signals_cnt % SIGNALS_TIMEOUT == 0:
+                self.send_signals()
             self.signals_cnt += 1
             self.retry_queued = True
             self._on_retry_queued()
@@ -130,10 +131,7 @@ class Transition:
         self.complete()
         # Freeing belongs here rather than in complete(), which the cancel
         # path shares, exactly as in the kernel.
-        if not patch.enabled:
-            self._core.free_patch(patch)
-        elif patch.replace:
-            self._core.free_replaced_patches(patch)
+        self._core.free_unused_patches(patch)
 
     def complete(self) -> None:
         """klp_complete_transition(): settle objects and tasks, report completion."""
@@ -159,6 +157,7 @@ class Transition:
             else:
                 self._core.post_unpatch_callback(patch, obj)
         self._notice(f"'{patch.name}': {direction} complete")
+        self._core.put_after_unpatching(patch, self.target)
         self.patch = None
         self.target = PatchState.IDLE
         self.retry_queued = False
@@ -238,13 +237,14 @@ class Transition:
             return Blocker(task.pid, task.comm, f"is sleeping on function {on_stack}", on_stack)
         return None
 
-    def _send_signals(self) -> None:
+    def send_signals(self) -> None:
         """klp_send_signals(): a fake signal to every task still pending.
 
         A user task sleeping interruptibly is woken and switches on its way
         back to user space; an uninterruptible sleeper and kthreads stay.
+        Before 5.1 only the signal attribute sends them, announced each time.
         """
-        if self.signals_cnt == SIGNALS_TIMEOUT:
+        if self.signals_cnt == SIGNALS_TIMEOUT or self._core.profile.legacy:
             self._notice("signaling remaining tasks")
         for task in self.source.tasks():
             if task.pending and not task.kthread and task.state == SchedState.SLEEPING:

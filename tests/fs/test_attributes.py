@@ -10,7 +10,7 @@ import errno
 import os
 
 import pytest
-from lpfs_fixtures import MODULES, Mount
+from lpfs_fixtures import Mount
 
 LP = "test_klp_livepatch"
 LP_DIR = f"kernel/livepatch/{LP}"
@@ -18,7 +18,6 @@ DEMO = "test_klp_callbacks_demo"
 MOD = "test_klp_callbacks_mod"
 MOD_OBJECT = f"kernel/livepatch/{DEMO}/{MOD}"
 REPLACE = "test_klp_atomic_replace"
-REPLACE_FILE = str(MODULES / "replace" / f"{REPLACE}.toml")
 STACK = [LP, "test_klp_syscall", "test_klp_atomic_replace"]  # the last with replace=false
 
 PATCH_MODES = [
@@ -104,7 +103,7 @@ def replacing(mnt: Mount) -> Mount:
     mnt.add_task(100, "livepatch_cmdline_proc_show", state="uninterruptible")
     mnt.insmod(DEMO)
     mnt.insmod(LP)
-    mnt.insmod(REPLACE_FILE)
+    mnt.insmod(REPLACE, "replace=1")
     return mnt
 
 
@@ -304,18 +303,18 @@ class TestReads:
         assert ("0\n", "1\n") == (cat(mnt, f"{LP_DIR}/enabled"), cat(mnt, f"{LP_DIR}/transition"))
 
     @pytest.mark.parametrize(
-        ("module", "patch", "expected"),
+        ("module", "params", "patch", "expected"),
         [
-            (LP, LP, "0\n"),
-            (REPLACE_FILE, REPLACE, "1\n"),
+            (LP, (), LP, "0\n"),
+            (REPLACE, ("replace=1",), REPLACE, "1\n"),
         ],
         ids=["replace=false", "replace=true"],
     )
     def test_replace_reads_the_flag(
-        self, mnt: Mount, module: str, patch: str, expected: str
+        self, mnt: Mount, module: str, params: tuple[str, ...], patch: str, expected: str
     ) -> None:
         """replace shows the patch's atomic-replace flag."""
-        mnt.insmod(module)
+        mnt.insmod(module, *params)
         assert expected == cat(mnt, f"kernel/livepatch/{patch}/replace")
 
     def test_stack_order_follows_load_order(self, mnt: Mount) -> None:

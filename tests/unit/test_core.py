@@ -136,11 +136,11 @@ def free_pending(core, monkeypatch):
     """Defer klp_free_patch_finish() as the kernel's workqueue does; call to run it."""
     pending = []
     finish = core._free_patch_finish
-    monkeypatch.setattr(core, "_free_patch_finish", pending.append)
+    monkeypatch.setattr(core, "_free_patch_finish", lambda *args: pending.append(args))
 
     def run():
         while pending:
-            finish(pending.pop(0))
+            finish(*pending.pop(0))
 
     return run
 
