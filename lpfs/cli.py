@@ -125,6 +125,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         demo=args.demo,
         allow_other=args.allow_other,
         threaded=args.threaded,
+        host_tasks=args.tasks == "host",
         profile=profile,
     )
     if args.daemon:
@@ -358,7 +359,43 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _transition_line(transition: dict[str, Any] | None) -> str:
+    if transition is None:
+        return "transition:  none"
+    return (
+        f"transition:  {transition['patch']} {transition['direction']}: "
+        f"{transition['tasks_switched']}/{transition['tasks_total']} tasks switched, "
+        f"{transition['tries']} tries, fake signal in {transition['next_signal_in']} tries"
+    )
+
+
+def _wait_for_transition(args: argparse.Namespace) -> int:
+    """Show the transition live until it ends: 0 if it completed, 1 if it was reversed."""
+    first = _call(args, "status")["transition"]
+    if first is None:
+        print(_transition_line(None))
+        return EXIT_OK
+    shown = ""
+    while True:
+        status = _call(args, "status")
+        transition = status["transition"]
+        if transition is None or transition["patch"] != first["patch"]:
+            break
+        line = _transition_line(transition)
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        time.sleep(0.1)
+    patch = next((p for p in status["patches"] if p["name"] == first["patch"]), None)
+    enabled = bool(patch and patch["enabled"])
+    completed = enabled == (first["direction"] == "patching")
+    print(f"transition:  {first['patch']} {'complete' if completed else 'reversed'}")
+    return EXIT_OK if completed else EXIT_ERROR
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.wait:
+        return _wait_for_transition(args)
     status = _call(args, "status")
     if args.json:
         _print_json(status)
@@ -372,15 +409,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         extra = ", replace" if patch["replace"] else ""
         extra += ", forced" if patch["forced"] else ""
         print(f"patch:       {patch['name']} ({state}, stack_order {patch['stack_order']}{extra})")
-    transition = status["transition"]
-    if transition is None:
-        print("transition:  none")
-    else:
-        print(
-            f"transition:  {transition['patch']} {transition['direction']}: "
-            f"{transition['tasks_switched']}/{transition['tasks_total']} tasks switched, "
-            f"{transition['tries']} tries, fake signal in {transition['next_signal_in']} tries"
-        )
+    print(_transition_line(status["transition"]))
     return EXIT_OK
 
 
@@ -407,6 +436,12 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--scenario", metavar="FILE", help="tasks and modules to start with")
     p.add_argument("--kernel", metavar="VERSION", help="mainline release to emulate")
+    p.add_argument(
+        "--tasks",
+        choices=["simulated", "host"],
+        default="simulated",
+        help="where tasks come from: scripted (default) or this machine's threads",
+    )
     p.add_argument("--no-dyndbg", action="store_true", help="hide pr_debug lines")
     p.add_argument("--demo", action="store_true", help="load the demo livepatch at start")
     p.add_argument("--follow-log", action="store_true", help="print the kernel log as it grows")
@@ -515,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, metavar="S")
 
     add("reset", cmd_reset, "unload everything and clear the log")
-    add("status", cmd_status, "show the emulated kernel's state", data)
+    p = add("status", cmd_status, "show the emulated kernel's state", data)
+    p.add_argument(
+        "--wait", action="store_true", help="follow the transition until it completes or reverses"
+    )
     return parser
 
 

@@ -151,6 +151,7 @@ class Core:
         # ops->func_stack per patched function, oldest first.
         self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
         self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
+        self.tasks.on_new = self._adopt_task
 
     # -- helpers for log lines -----------------------------------------------
 
@@ -297,12 +298,19 @@ class Core:
         Raises KeyError if the pid is taken.
         """
         with self.lock:
-            if parent is None and self.engine.patch is not None:
-                task.patch_state = self.engine.initial_state
-                task.pending = True
-            self.tasks.add(task, parent)
+            self._adopt_task(task, parent)
+            self.tasks.add(task)
             self.changed.notify_all()
             return task
+
+    def _adopt_task(self, task: Task, parent: Task | None) -> None:
+        """A forked task copies its parent's patch state; an orphan starts unswitched."""
+        if parent is not None:
+            task.patch_state = parent.patch_state
+            task.pending = parent.pending
+        elif self.engine.patch is not None:
+            task.patch_state = self.engine.initial_state
+            task.pending = True
 
     def _start_module_task_locked(self, module: Module, task_def: TaskDef) -> None:
         for text in task_def.start:

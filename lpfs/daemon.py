@@ -24,7 +24,7 @@ from .errors import ControlError, KernelError, ModfileError
 from .klog import KernelLog
 from .profiles import Profile
 from .sysfs import Tree
-from .tasks import SchedState, SimulatedTasks
+from .tasks import HostTasks, SchedState, SimulatedTasks
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class MountOptions:
     demo: bool = False
     allow_other: bool = False
     threaded: bool = False
+    host_tasks: bool = False
     profile: Profile = field(default_factory=Profile)
 
 
@@ -63,7 +64,7 @@ class Daemon:
         self.options = options
         self.clock = SystemClock()
         self.klog = KernelLog(self.clock, sink=options.kernel_log, dyndbg=options.dyndbg)
-        self.tasks = SimulatedTasks()
+        self.tasks = HostTasks() if options.host_tasks else SimulatedTasks()
         self.core = Core(self.klog, self.tasks, options.profile, self.clock)
         self.tree = Tree(self.core)
         self.socket = socket_path(options.mountpoint)

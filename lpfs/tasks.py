@@ -8,9 +8,12 @@ supplies one idle task per CPU (``swapper/N``), as the kernel keeps them.
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Protocol
+from typing import Final, Protocol
+
+import psutil
 
 
 class PatchState(IntEnum):
@@ -88,6 +91,8 @@ class SimulatedTasks:
     def __init__(self, ncpus: int | None = None) -> None:
         self._idle = idle_tasks(ncpus or os.cpu_count() or 1)
         self._by_pid: dict[int, Task] = {}
+        # Sets the patch state of a task that appears by itself (host threads).
+        self.on_new: Callable[[Task, Task | None], None] = lambda task, parent: None
 
     def tasks(self) -> list[Task]:
         return [*self._by_pid.values(), *self._idle]
@@ -117,3 +122,131 @@ class SimulatedTasks:
         for task in self._idle:
             task.patch_state = PatchState.IDLE
             task.pending = False
+
+
+PF_KTHREAD: Final = 0x00200000
+# /proc/<pid>/stat state letters, by what a stack check and a fake signal see.
+_HOST_STATES: Final = {
+    "R": SchedState.RUNNING,
+    "S": SchedState.SLEEPING,
+    "D": SchedState.UNINTERRUPTIBLE,
+    "I": SchedState.UNINTERRUPTIBLE,  # TASK_IDLE: not woken by a signal
+    "T": SchedState.UNINTERRUPTIBLE,  # stopped and traced tasks are not woken either
+    "t": SchedState.UNINTERRUPTIBLE,
+    "Z": SchedState.SLEEPING,  # exited, not yet reaped: nothing of it runs
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """What /proc says of one thread."""
+
+    pid: int
+    tid: int
+    comm: str
+    state: SchedState
+    ppid: int
+    kthread: bool
+    stack: tuple[str, ...] | None  # None: the stack cannot be read
+
+
+def parse_stat(text: str) -> tuple[str, str, int, int]:
+    """comm, state letter, ppid and flags from /proc/<pid>/task/<tid>/stat."""
+    head, _, tail = text.rpartition(")")
+    comm = head.partition("(")[2]
+    fields = tail.split()
+    return comm, fields[0], int(fields[1]), int(fields[6])
+
+
+def parse_stack(text: str) -> tuple[str, ...]:
+    """Function names from /proc/<pid>/task/<tid>/stack (``[<0>] func+0x74/0xf0 [mod]``)."""
+    frames = []
+    for line in text.splitlines():
+        symbol = line.partition("] ")[2].split("+", 1)[0].strip()
+        if symbol:
+            frames.append(symbol)
+    return tuple(frames)
+
+
+def read_thread(pid: int, tid: int) -> ThreadInfo | None:
+    """One thread as /proc shows it, or None if it has exited."""
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/stat", encoding="utf-8", errors="replace") as f:
+            comm, letter, ppid, flags = parse_stat(f.read())
+    except (OSError, IndexError, ValueError):
+        return None
+    try:
+        with open(f"{base}/stack", encoding="utf-8", errors="replace") as f:
+            stack: tuple[str, ...] | None = parse_stack(f.read())
+    except OSError:
+        stack = None
+    return ThreadInfo(
+        pid=pid,
+        tid=tid,
+        comm=comm,
+        state=_HOST_STATES.get(letter, SchedState.SLEEPING),
+        ppid=ppid,
+        kthread=bool(flags & PF_KTHREAD),
+        stack=stack,
+    )
+
+
+def host_threads(exclude_pid: int) -> list[ThreadInfo]:
+    """Every thread of this machine (psutil enumerates), but those of ``exclude_pid``."""
+    threads = []
+    for pid in psutil.pids():
+        if pid == exclude_pid:
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            info = read_thread(pid, int(tid))
+            if info is not None:
+                threads.append(info)
+    return threads
+
+
+class HostTasks(SimulatedTasks):
+    """The real threads of this machine, plus any simulated tasks added by hand.
+
+    A thread whose kernel stack cannot be read counts as having an
+    unreliable stack. A thread that appears inherits the patch state of its
+    process (or, for a new process, of its parent) through ``on_new``; one
+    that exits disappears. The daemon's own threads are not tasks.
+    """
+
+    def __init__(self, ncpus: int | None = None, exclude_pid: int | None = None) -> None:
+        super().__init__(ncpus)
+        self._exclude = os.getpid() if exclude_pid is None else exclude_pid
+        self._threads: dict[int, Task] = {}
+
+    def tasks(self) -> list[Task]:
+        seen: dict[int, Task] = {}
+        fresh: list[tuple[Task, ThreadInfo]] = []
+        for info in host_threads(self._exclude):
+            task = self._threads.get(info.tid)
+            if task is None:
+                task = Task(pid=info.tid, comm=info.comm)
+                fresh.append((task, info))
+            task.comm = info.comm
+            task.state = info.state
+            task.kthread = info.kthread
+            task.unreliable = info.stack is None
+            task.stack = info.stack or ()
+            seen[info.tid] = task
+        self._threads = seen
+        for task, info in fresh:
+            leader = info.pid if info.tid != info.pid else info.ppid
+            self.on_new(task, seen.get(leader) if leader != info.tid else None)
+        return [*seen.values(), *super().tasks()]
+
+    def get(self, pid: int) -> Task | None:
+        return self._threads.get(pid) or super().get(pid)
+
+    def add(self, task: Task, parent: Task | None = None) -> Task:
+        if task.pid in self._threads or os.path.exists(f"/proc/{task.pid}"):
+            raise KeyError(task.pid)
+        return super().add(task, parent)
