@@ -126,6 +126,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         threaded=args.threaded,
         host_tasks=args.tasks == "host",
+        host_symbols=args.symbols == "host",
         profile=profile,
     )
     if args.daemon:
@@ -441,6 +442,12 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
         choices=["simulated", "host"],
         default="simulated",
         help="where tasks come from: scripted (default) or this machine's threads",
+    )
+    p.add_argument(
+        "--symbols",
+        choices=["any", "host"],
+        default="any",
+        help="check vmlinux function names against this machine's /proc/kallsyms",
     )
     p.add_argument("--no-dyndbg", action="store_true", help="hide pr_debug lines")
     p.add_argument("--demo", action="store_true", help="load the demo livepatch at start")

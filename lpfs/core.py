@@ -18,6 +18,7 @@ from typing import Final
 from . import legacy, params
 from .clock import Clock, SystemClock
 from .errors import KernelError
+from .kallsyms import Kallsyms
 from .klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
 from .modfile import MODULE_NAME_LEN, Callbacks, ModuleDef, StateDef, TaskDef
 from .params import ParamValue
@@ -73,6 +74,8 @@ class Func:
     nop: bool = False
     patched: bool = False
     transition: bool = False
+    fault: str | None = None  # a failure the module file injects
+    fault_errno: int = 0
 
     @property
     def dirname(self) -> str:
@@ -148,6 +151,7 @@ class Core:
         self.patches: list[Patch] = []  # klp_patches: enabled or in transition
         self.tainted = 0
         self.legacy_forced = False
+        self.symbols: Kallsyms | None = None  # set by --symbols host
         # ops->func_stack per patched function, oldest first.
         self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
         self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
@@ -364,7 +368,19 @@ class Core:
             raise KernelError(errno.EINVAL)
         for patch in self.patches:
             obj = patch.find_object(module.name)
-            if obj is None or not self._applies_to_modules(patch):
+            if obj is None:
+                continue
+            try:
+                self._init_object_loaded(obj)
+            except KernelError as exc:
+                self._pr(
+                    KERN_WARNING,
+                    f"failed to initialize patch '{patch.name}' for module '{module.name}' "
+                    f"({-exc.errno})",
+                )
+                self._refuse_module_locked(patch, module)
+                raise
+            if not self._applies_to_modules(patch):
                 continue
             self._pr(
                 KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
@@ -372,16 +388,28 @@ class Core:
             ret = self.pre_patch_callback(patch, obj)
             if ret:
                 self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
+                self._refuse_module_locked(patch, module)
+                raise KernelError(abs(ret))
+            ret = self.patch_object(obj)
+            if ret:
                 self._pr(
                     KERN_WARNING,
-                    f"patch '{patch.name}' failed for module '{module.name}', "
-                    f"refusing to load module '{module.name}'",
+                    f"failed to apply patch '{patch.name}' to module '{module.name}' ({ret})",
                 )
-                self._cleanup_module_patches_locked(module, limit=patch)
+                self.post_unpatch_callback(patch, obj)
+                self._refuse_module_locked(patch, module)
                 raise KernelError(abs(ret))
-            self.patch_object(obj)
             if patch is not self.engine.patch:
                 self.post_patch_callback(patch, obj)
+
+    def _refuse_module_locked(self, patch: Patch, module: Module) -> None:
+        """klp_module_coming()'s error path: undo the patches applied before this one."""
+        self._pr(
+            KERN_WARNING,
+            f"patch '{patch.name}' failed for module '{module.name}', "
+            f"refusing to load module '{module.name}'",
+        )
+        self._cleanup_module_patches_locked(module, limit=patch)
 
     def _module_going_locked(self, module: Module) -> None:
         """klp_module_going(): revert every patch's object for the departing module."""
@@ -529,14 +557,54 @@ class Core:
             for func_def in obj_def.funcs:
                 if len(func_def.old_name) >= self.profile.ksym_name_len:
                     raise KernelError(errno.EINVAL)
-                func = Func(func_def.old_name, func_def.new_name, func_def.old_sympos)
+                func = Func(
+                    func_def.old_name,
+                    func_def.new_name,
+                    func_def.old_sympos,
+                    fault=func_def.fault,
+                    fault_errno=func_def.fault_errno,
+                )
                 if any(other.dirname == func.dirname for other in funcs):
                     raise KernelError(errno.EEXIST)
                 funcs.append(func)
             patch.objects.append(KlpObject(obj_def.name, funcs, callbacks=obj_def.callbacks))
         if patch.replace:
             self._add_nops(patch)
+        for obj in patch.objects:
+            if self.object_loaded(obj):
+                self._init_object_loaded(obj)
         self.patches.append(patch)
+
+    def _init_object_loaded(self, obj: KlpObject) -> None:
+        """klp_init_object_loaded(): find every old function and both sizes.
+
+        Raises KernelError: EINVAL for a symbol that is missing, ambiguous or
+        not at its position, ENOENT for a failed size lookup.
+        """
+        for func in obj.funcs:
+            count = (
+                self.symbols.count(func.old_name) if self.symbols and not obj.is_module else None
+            )
+            if func.fault == "symbol_not_found" or count == 0:
+                self._pr(KERN_ERR, f"symbol '{func.old_name}' not found in symbol table")
+                raise KernelError(errno.EINVAL)
+            if func.fault == "symbol_ambiguous" or (count and count > 1 and not func.old_sympos):
+                self._pr(
+                    KERN_ERR,
+                    f"unresolvable ambiguity for symbol '{func.old_name}' in object '{obj.name}'",
+                )
+                raise KernelError(errno.EINVAL)
+            if func.fault == "bad_sympos" or (count and func.old_sympos > count):
+                self._pr(
+                    KERN_ERR,
+                    f"symbol position {func.old_sympos} for symbol '{func.old_name}' "
+                    f"in object '{obj.name}' not found",
+                )
+                raise KernelError(errno.EINVAL)
+            if func.fault in ("kallsyms_size", "kallsyms_size_replacement"):
+                which = " replacement" if func.fault == "kallsyms_size_replacement" else ""
+                self._pr(KERN_ERR, f"kallsyms size lookup failed for '{func.old_name}'{which}")
+                raise KernelError(errno.ENOENT)
 
     def _add_nops(self, patch: Patch) -> None:
         """klp_add_nops(): fall-through funcs for whatever older patches patch and this one not."""
@@ -576,7 +644,12 @@ class Core:
                 self._pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
                 self.engine.cancel()
                 raise KernelError(abs(ret))
-            self.patch_object(obj)
+            ret = self.patch_object(obj)
+            if ret:
+                self._pr(KERN_WARNING, f"failed to patch object '{obj.name}'")
+                self._pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
+                self.engine.cancel()
+                raise KernelError(abs(ret))
         self.engine.start()
         patch.enabled = True
         self.engine.try_complete()
@@ -710,13 +783,47 @@ class Core:
     def _func_key(obj: KlpObject, func: Func) -> tuple[str, str, int]:
         return (obj.name, func.old_name, func.old_sympos or 1)
 
-    def patch_object(self, obj: KlpObject) -> None:
-        """klp_patch_object(): put every func on top of its function's stack."""
+    def patch_object(self, obj: KlpObject) -> int:
+        """klp_patch_object(): put every func on top of its function's stack.
+
+        Returns 0, or the negative errno of an injected ftrace failure, which
+        only the first patch of a function can meet (later ones reuse its ops);
+        the object is then left unpatched.
+        """
         for func in obj.funcs:
-            if not func.patched:
-                self._func_stacks.setdefault(self._func_key(obj, func), []).append(func)
-                func.patched = True
+            if func.patched:
+                continue
+            stack = self._func_stacks.setdefault(self._func_key(obj, func), [])
+            ret = 0 if stack else self._ftrace_fault(func)
+            if ret:
+                if not stack:
+                    del self._func_stacks[self._func_key(obj, func)]
+                self.unpatch_object(obj)
+                return ret
+            stack.append(func)
+            func.patched = True
         obj.patched = True
+        return 0
+
+    def _ftrace_fault(self, func: Func) -> int:
+        """klp_patch_func()'s ftrace failures, when the module file injects one."""
+        if func.fault == "ftrace_location":
+            self._pr(KERN_ERR, f"failed to find location for function '{func.old_name}'")
+            return -errno.EINVAL
+        if func.fault == "ftrace_filter":
+            self._pr(
+                KERN_ERR,
+                f"failed to set ftrace filter for function '{func.old_name}' ({func.fault_errno})",
+            )
+            return func.fault_errno
+        if func.fault == "ftrace_register":
+            self._pr(
+                KERN_ERR,
+                f"failed to register ftrace handler for function '{func.old_name}' "
+                f"({func.fault_errno})",
+            )
+            return func.fault_errno
+        return 0
 
     def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None:
         """klp_unpatch_object(): take the funcs (or only the NOPs) off their stacks."""

@@ -21,6 +21,7 @@ from .clock import SystemClock
 from .control import ControlServer, Reply, error_reply, socket_path
 from .core import Core, Module, Patch
 from .errors import ControlError, KernelError, ModfileError
+from .kallsyms import Kallsyms
 from .klog import KernelLog
 from .profiles import Profile
 from .sysfs import Tree
@@ -46,6 +47,7 @@ class MountOptions:
     allow_other: bool = False
     threaded: bool = False
     host_tasks: bool = False
+    host_symbols: bool = False
     profile: Profile = field(default_factory=Profile)
 
 
@@ -66,6 +68,8 @@ class Daemon:
         self.klog = KernelLog(self.clock, sink=options.kernel_log, dyndbg=options.dyndbg)
         self.tasks = HostTasks() if options.host_tasks else SimulatedTasks()
         self.core = Core(self.klog, self.tasks, options.profile, self.clock)
+        if options.host_symbols:
+            self.core.symbols = Kallsyms()
         self.tree = Tree(self.core)
         self.socket = socket_path(options.mountpoint)
         self.stopping = threading.Event()

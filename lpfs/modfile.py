@@ -21,13 +21,28 @@ MODULE_NAME_LEN: Final = 56  # including the terminating NUL, as in the kernel
 _MODULE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_]+")
 
 
+# Failures a func can inject, and the errno each reports (None: the kernel's own).
+FAULTS: Final[dict[str, int | None]] = {
+    "symbol_not_found": None,
+    "symbol_ambiguous": None,
+    "bad_sympos": None,
+    "kallsyms_size": None,
+    "kallsyms_size_replacement": None,
+    "ftrace_location": None,
+    "ftrace_filter": -22,
+    "ftrace_register": -16,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FuncDef:
-    """``[[object.func]]``: one function to redirect."""
+    """``[[object.func]]``: one function to redirect, and a failure to inject, if any."""
 
     old_name: str
     new_name: str
     old_sympos: int = 0
+    fault: str | None = None
+    fault_errno: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,12 +324,25 @@ def _parse_object(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...
     funcs = []
     for j, raw_func in enumerate(rd.array(obj, where, "func")):
         fwhere = f"{where}.func[{j}]"
-        func = rd.table(raw_func, fwhere, {"old_name", "new_name", "old_sympos"})
+        func = rd.table(
+            raw_func, fwhere, {"old_name", "new_name", "old_sympos", "fault", "fault_errno"}
+        )
+        fault = rd.get(func, fwhere, "fault", str, None)
+        if fault is not None and fault not in FAULTS:
+            raise rd.fail(f"{fwhere}.fault", f"'{fault}' is not one of {', '.join(FAULTS)}")
+        default_errno = FAULTS.get(fault or "")
+        fault_errno = rd.get(func, fwhere, "fault_errno", int, default_errno or 0)
+        if "fault_errno" in func and default_errno is None:
+            raise rd.fail(f"{fwhere}.fault_errno", "only ftrace faults take an errno")
+        if default_errno is not None and not -4095 <= fault_errno < 0:
+            raise rd.fail(f"{fwhere}.fault_errno", f"expected a negative errno, got {fault_errno}")
         funcs.append(
             FuncDef(
                 old_name=rd.get(func, fwhere, "old_name", str, _REQUIRED),
                 new_name=rd.get(func, fwhere, "new_name", str, _REQUIRED),
                 old_sympos=rd.count(func, fwhere, "old_sympos", 0),
+                fault=fault,
+                fault_errno=fault_errno,
             )
         )
     return ObjectDef(
