@@ -102,7 +102,6 @@ def test_lookup_failures(klp: Selftest, tmp_path, fault: str, errno_text: str, l
 
 def test_target_module_refused_when_its_object_fails(klp: Selftest, tmp_path) -> None:
     """A fault in a module object shows when that module loads: the load is refused."""
-    klp.load_lp_nowait(LP)
     klp.mnt.insmod(
         module_file(tmp_path, obj=TARGET, func="callbacks_mod_work", fault="symbol_not_found")
     )
