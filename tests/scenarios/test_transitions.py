@@ -2,6 +2,8 @@
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 from lpfs_fixtures import Mount
@@ -139,3 +141,28 @@ def test_retry_timer_completes_transition(make_mount) -> None:
     mnt.lpfs("task", "set", "600", "--stack", "do_idle")
     mnt.lpfs("wait", LP, "--idle", "--timeout", "10")
     assert "0" == transition(mnt)
+
+
+@pytest.mark.parametrize(("finish", "code"), [("wake", 0), ("reverse", 1)])
+def test_status_wait_reports_the_outcome(make_mount, finish: str, code: int) -> None:
+    """`lpfs status --wait` follows a transition: exit 0 when it completes, 1 when reversed."""
+    mnt = make_mount("--transition-interval", "0.05")
+    mnt.add_task(700, OLD, state="uninterruptible")
+    mnt.insmod(LP)
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "lpfs", "status", "--wait", "--mount", str(mnt.path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = waiter.stdout.readline()  # it has seen the patching transition
+        if finish == "wake":
+            mnt.lpfs("task", "set", "700", "--stack", "do_idle")
+        else:
+            mnt.sh(f"echo 0 > kernel/livepatch/{LP}/enabled", check=True)
+        out, _ = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
+    assert code == waiter.returncode
+    assert f"{LP} patching: " in first
+    assert out.rstrip().endswith("complete" if code == 0 else "reversed")
