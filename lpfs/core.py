@@ -263,7 +263,8 @@ class Core:
     def _parse_args_locked(self, module: Module, args: tuple[str, ...]) -> None:
         """parse_args(): set declared parameters; others are ignored with a warning.
 
-        Raises KernelError(EINVAL) for a value the parameter's type rejects.
+        Raises KernelError (EINVAL, or ERANGE for an int out of range) for a
+        value the parameter's type rejects.
         """
         for arg in args:
             name, sep, value = arg.partition("=")
@@ -690,7 +691,7 @@ class Core:
             self.changed.notify_all()
 
     def signal_store(self, patch: Patch, signal: bool) -> None:
-        """signal_store() (4.15-5.0) after kstrtobool: EINVAL unless the patch is in transition."""
+        """signal_store() (4.16-5.0) after kstrtobool: EINVAL unless the patch is in transition."""
         if not signal:
             return
         with self.lock:

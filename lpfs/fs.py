@@ -10,6 +10,7 @@ import errno
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,17 @@ class LivepatchFS:
         # kernfs accepts a size change and ignores it (echo > truncates first).
         if self._tree.lookup(path).is_dir:
             raise FuseOSError(errno.EISDIR)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._tree.setattr(path, mode=mode & 0o7777)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        # -1 leaves that id as it is.
+        self._tree.setattr(path, uid=None if uid < 0 else uid, gid=None if gid < 0 else gid)
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
+        atime, mtime = times if times is not None else (time.time_ns(),) * 2
+        self._tree.setattr(path, atime=atime / NS, mtime=mtime / NS)
 
     def release(self, path: str, fh: int) -> None:
         self._handles.pop(fh, None)

@@ -24,8 +24,9 @@ import errno
 import os
 import stat
 import time
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from . import params
@@ -117,8 +118,8 @@ def coresize_show(core: Core, module: Owner) -> str:
 PATCH_ATTRS: Final = (
     Attr("enabled", 0o644, show=enabled_show, store=enabled_store),
     Attr("transition", 0o444, show=transition_show, since=(4, 12)),
-    Attr("signal", 0o200, store=signal_store, since=(4, 15), until=(5, 1)),
-    Attr("force", 0o200, store=force_store, since=(4, 15)),
+    Attr("signal", 0o200, store=signal_store, since=(4, 16), until=(5, 1)),
+    Attr("force", 0o200, store=force_store, since=(4, 16)),
     Attr("replace", 0o444, show=replace_show, since=(6, 11)),
     Attr("stack_order", 0o444, show=stack_order_show, since=(6, 14)),
 )
@@ -157,10 +158,27 @@ class Node:
     attr: Attr | None = None
     subdirs: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    path: str = ""
 
     @property
     def is_dir(self) -> bool:
         return self.attr is None
+
+
+@dataclass(slots=True)
+class Iattrs:
+    """What chmod, chown and utime set on a node (kernfs_iattrs); None keeps the default."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime: float | None = None
+    mtime: float | None = None
+    ctime: float | None = None
+
+
+def _first(value: float | int | None, default: float | int) -> float | int:
+    return default if value is None else value
 
 
 def alive(owner: Owner | None) -> bool:
@@ -190,6 +208,11 @@ class Tree:
         self._patch_attrs = {a.name: a for a in PATCH_ATTRS if profile.has(a.since, a.until)}
         self._object_attrs = {a.name: a for a in OBJECT_ATTRS if profile.has(a.since, a.until)}
         self._module_attrs = {a.name: a for a in MODULE_ATTRS}
+        # Set attributes live as long as the kernel object their node belongs to.
+        self._iattrs: weakref.WeakKeyDictionary[Owner, dict[str, Iattrs]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._root_iattrs: dict[str, Iattrs] = {}
 
     # -- lookup --------------------------------------------------------------
 
@@ -200,7 +223,7 @@ class Tree:
             node = self._resolve(parts)
         if node is None:
             raise KernelError(errno.ENOENT)
-        return node
+        return replace(node, path="/".join(parts))
 
     def _dir(
         self, owner: Owner | None, created: float, subdirs: list[str], files: list[str]
@@ -278,20 +301,51 @@ class Tree:
     def stat(self, node: Node) -> dict[str, int | float]:
         """stat(2) fields: attributes report PAGE_SIZE, directories 0."""
         if node.is_dir:
-            mode, nlink, size = stat.S_IFDIR | 0o755, 2 + len(node.subdirs), 0
+            kind, nlink, size = stat.S_IFDIR, 2 + len(node.subdirs), 0
         else:
-            assert node.attr is not None
-            mode, nlink, size = stat.S_IFREG | node.attr.mode, 1, PAGE_SIZE
+            kind, nlink, size = stat.S_IFREG, 1, PAGE_SIZE
+        set_by_user = self._node_iattrs(node, create=False) or Iattrs()
         return {
-            "st_mode": mode,
+            "st_mode": kind | self.mode(node),
             "st_nlink": nlink,
             "st_size": size,
-            "st_uid": self.uid,
-            "st_gid": self.gid,
-            "st_atime": node.created,
-            "st_mtime": node.created,
-            "st_ctime": node.created,
+            "st_uid": _first(set_by_user.uid, self.uid),
+            "st_gid": _first(set_by_user.gid, self.gid),
+            "st_atime": _first(set_by_user.atime, node.created),
+            "st_mtime": _first(set_by_user.mtime, node.created),
+            "st_ctime": _first(set_by_user.ctime, node.created),
         }
+
+    def mode(self, node: Node) -> int:
+        """The permission bits: the attribute's (or 0755) unless chmod changed them."""
+        set_by_user = self._node_iattrs(node, create=False)
+        if set_by_user is not None and set_by_user.mode is not None:
+            return set_by_user.mode
+        return 0o755 if node.attr is None else node.attr.mode
+
+    def _node_iattrs(self, node: Node, create: bool) -> Iattrs | None:
+        if node.owner is None:
+            table: dict[str, Iattrs] | None = self._root_iattrs
+        elif create:
+            table = self._iattrs.setdefault(node.owner, {})
+        else:
+            table = self._iattrs.get(node.owner)
+        if table is None:
+            return None
+        return table.setdefault(node.path, Iattrs()) if create else table.get(node.path)
+
+    def setattr(self, path: str, **changes: float | int | None) -> None:
+        """kernfs_iop_setattr(): chmod, chown and utime stick to the node until it is freed."""
+        with self.core.lock:
+            node = self.lookup(path)
+            if not alive(node.owner):
+                raise KernelError(errno.ENOENT)
+            iattrs = self._node_iattrs(node, create=True)
+            assert iattrs is not None
+            for name, value in changes.items():
+                if value is not None:
+                    setattr(iattrs, name, value)
+            iattrs.ctime = time.time()
 
     @staticmethod
     def entries(node: Node) -> list[str]:
@@ -311,9 +365,10 @@ class Tree:
         access = flags & os.O_ACCMODE
         wants_write = access in (os.O_WRONLY, os.O_RDWR)
         wants_read = access in (os.O_RDONLY, os.O_RDWR)
-        if wants_write and not (attr.mode & 0o222 and attr.store):
+        mode = self.mode(node)
+        if wants_write and not (mode & 0o222 and attr.store):
             raise KernelError(errno.EACCES)
-        if wants_read and not (attr.mode & 0o444 and attr.show):
+        if wants_read and not (mode & 0o444 and attr.show):
             raise KernelError(errno.EACCES)
         return Handle(node)
 

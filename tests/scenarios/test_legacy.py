@@ -117,3 +117,12 @@ def test_signal_outside_a_transition_is_einval(legacy: Mount) -> None:
     legacy.insmod(P1)
     assert write(legacy, P1, "1", attr="signal").endswith("write error: Invalid argument")
     assert "" == write(legacy, P1, "0", attr="signal")
+
+
+def test_4_15_has_neither_force_nor_signal(make_mount) -> None:
+    """force and signal arrived in 4.16 (with the fake signal and klp_forced)."""
+    mnt = make_mount("--kernel", "4.15", "--transition-interval", "0")
+    mnt.insmod(P1)
+    assert ["enabled", "transition", "vmlinux"] == sorted(
+        entry.name for entry in (mnt.klp / P1).iterdir()
+    )
