@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+import psutil
+
 from . import __version__, control, modfile, mounts
 from .errors import ControlError, ModfileError
 from .klog import Record
@@ -106,7 +108,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from . import daemon  # the FUSE binding loads only where a daemon starts
 
     mountpoint = Path(args.mountpoint).absolute()
-    if not mountpoint.is_dir() and not mounts.is_stale(mountpoint):
+    if not mounts.is_stale(mountpoint) and not mountpoint.is_dir():
         raise CommandError(f"lpfs: mount: {args.mountpoint}: not a directory", EXIT_USAGE)
     pid = _serving_pid(mountpoint)
     if pid is not None:
@@ -196,10 +198,12 @@ def cmd_umount(args: argparse.Namespace) -> int:
             control.socket_path(mountpoint).unlink(missing_ok=True)
             return EXIT_OK
         raise CommandError(f"lpfs: umount: {target}: no lpfs daemon serves it")
-    result = mounts.unmount(mountpoint)
+    result = mounts.unmount(mountpoint, lazy=args.lazy)
     if result.returncode != 0:
-        raise CommandError(f"lpfs: umount: {result.stderr.strip()}")
-    _wait_for_exit(pid, timeout=10.0)
+        hint = " (lpfs umount --lazy detaches it now)" if "busy" in result.stderr else ""
+        raise CommandError(f"lpfs: umount: {result.stderr.strip()}{hint}")
+    if not args.lazy:  # a lazily detached daemon serves its last users first
+        _wait_for_exit(pid, timeout=10.0)
     return EXIT_OK
 
 
@@ -207,8 +211,9 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
             return
         time.sleep(0.01)
     raise CommandError(f"lpfs: umount: daemon {pid} is still running")
@@ -520,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("umount", cmd_umount, "unmount and stop the daemon")
     p.add_argument("mountpoint", nargs="?")
+    p.add_argument("-l", "--lazy", action="store_true", help="detach now even if busy (umount -l)")
 
     p = add("insmod", cmd_insmod, "load a module file")
     p.add_argument("file")

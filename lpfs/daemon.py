@@ -302,6 +302,7 @@ def _patch_view(core: Core, patch: Patch) -> dict[str, Any]:
 
 def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
     """Mount, serve until unmounted, clean up. Raises ControlError before mounting."""
+    os.umask(os.umask(0) | 0o002)  # nothing the daemon writes is world-writable
     daemon = Daemon(options)
     if mounts.is_stale(options.mountpoint):
         mounts.unmount(options.mountpoint, lazy=True)
