@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import psutil
 
-from . import __version__, control, modfile, mounts
+from . import __version__, control, modfile, mounts, pack
 from .errors import ControlError, ModfileError
 from .klog import Record
 from .profiles import Profile
@@ -220,9 +220,8 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 
 
 def cmd_insmod(args: argparse.Namespace) -> int:
-    path = Path(args.file)
     try:
-        text = path.read_text(encoding="utf-8")
+        text, name = modfile.module_text(Path(args.file))
     except OSError as exc:
         raise CommandError(
             f"insmod: ERROR: could not load module {args.file}: {exc.strerror}"
@@ -231,7 +230,9 @@ def cmd_insmod(args: argparse.Namespace) -> int:
         raise CommandError(
             f"insmod: ERROR: could not insert module {args.file}: Invalid module format"
         ) from None
-    reply = _request(args, "insmod", file=args.file, text=text, params=args.params)
+    except ModfileError as exc:
+        raise CommandError(f"insmod: ERROR: {exc}") from None
+    reply = _request(args, "insmod", file=args.file, text=text, name=name, params=args.params)
     if reply.get("ok"):
         return EXIT_OK
     if reply.get("kind") == "modfile":
@@ -241,6 +242,16 @@ def cmd_insmod(args: argparse.Namespace) -> int:
         text = KMOD_INSMOD_TEXT.get(code, os.strerror(code))
         raise CommandError(f"insmod: ERROR: could not insert module {args.file}: {text}")
     raise CommandError(f"insmod: ERROR: {reply.get('error')}")
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    try:
+        pack.pack_file(Path(args.file), Path(args.output) if args.output else None)
+    except ModfileError as exc:
+        raise CommandError(f"lpfs: pack: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"lpfs: pack: {exc.filename}: {exc.strerror}") from None
+    return EXIT_OK
 
 
 def cmd_rmmod(args: argparse.Namespace) -> int:
@@ -530,6 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("insmod", cmd_insmod, "load a module file")
     p.add_argument("file")
     p.add_argument("params", nargs="*", metavar="name=value")
+
+    p = add("pack", cmd_pack, "wrap a module file in a .ko that modinfo and readelf read")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", metavar="NAME.ko", help="default <module name>.ko")
 
     p = add("rmmod", cmd_rmmod, "unload a module")
     p.add_argument("name")

@@ -76,6 +76,7 @@ class Func:
     transition: bool = False
     fault: str | None = None  # a failure the module file injects
     fault_errno: int = 0
+    output: str | None = None  # what the replacement shows in /proc
 
     @property
     def dirname(self) -> str:
@@ -152,6 +153,7 @@ class Core:
         self.tainted = 0
         self.legacy_forced = False
         self.symbols: Kallsyms | None = None  # set by --symbols host
+        self.ftrace_enabled = True  # the kernel.ftrace_enabled sysctl
         # ops->func_stack per patched function, oldest first.
         self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
         self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
@@ -564,6 +566,7 @@ class Core:
                     func_def.old_sympos,
                     fault=func_def.fault,
                     fault_errno=func_def.fault_errno,
+                    output=func_def.output,
                 )
                 if any(other.dirname == func.dirname for other in funcs):
                     raise KernelError(errno.EEXIST)
@@ -817,14 +820,42 @@ class Core:
                 f"failed to set ftrace filter for function '{func.old_name}' ({func.fault_errno})",
             )
             return func.fault_errno
-        if func.fault == "ftrace_register":
+        if func.fault == "ftrace_register" or not self.ftrace_enabled:
+            code = func.fault_errno if func.fault == "ftrace_register" else -errno.EBUSY
             self._pr(
                 KERN_ERR,
-                f"failed to register ftrace handler for function '{func.old_name}' "
-                f"({func.fault_errno})",
+                f"failed to register ftrace handler for function '{func.old_name}' ({code})",
             )
-            return func.fault_errno
+            return code
         return 0
+
+    def set_ftrace_enabled(self, enabled: bool) -> None:
+        """The kernel.ftrace_enabled sysctl: EBUSY to turn it off under a livepatch's ftrace ops."""
+        with self.lock:
+            if not enabled and self._func_stacks:
+                raise KernelError(errno.EBUSY)
+            self.ftrace_enabled = enabled
+
+    def running_func(self, function: str, pid: int) -> Func | None:
+        """klp_ftrace_handler(): the func whose replacement task ``pid`` runs for a vmlinux
+        function, or None for the original code.
+
+        A task the engine does not know runs what its tasks started the
+        transition with.
+        """
+        with self.lock:
+            stack = self._func_stacks.get((VMLINUX, function, 1))
+            if not stack:
+                return None
+            index = len(stack) - 1
+            if stack[index].transition:
+                task = self.tasks.get(pid) if pid > 0 else None
+                state = task.patch_state if task is not None else self.engine.initial_state
+                if state == PatchState.UNPATCHED:
+                    index -= 1
+            if index < 0 or stack[index].nop:
+                return None
+            return stack[index]
 
     def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None:
         """klp_unpatch_object(): take the funcs (or only the NOPs) off their stacks."""

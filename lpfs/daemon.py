@@ -22,7 +22,7 @@ from .control import ControlServer, Reply, error_reply, socket_path
 from .core import Core, Module, Patch
 from .errors import ControlError, KernelError, ModfileError
 from .kallsyms import Kallsyms
-from .klog import KernelLog
+from .klog import LOG_USER, KernelLog
 from .profiles import Profile
 from .sysfs import Tree
 from .tasks import HostTasks, SchedState, SimulatedTasks
@@ -65,7 +65,7 @@ class Daemon:
     def __init__(self, options: MountOptions) -> None:
         self.options = options
         self.clock = SystemClock()
-        self.klog = KernelLog(self.clock, sink=options.kernel_log, dyndbg=options.dyndbg)
+        self.klog = KernelLog(self.clock, sink=options.kernel_log, debug=options.dyndbg)
         self.tasks = HostTasks() if options.host_tasks else SimulatedTasks()
         self.core = Core(self.klog, self.tasks, options.profile, self.clock)
         if options.host_symbols:
@@ -107,7 +107,8 @@ class Daemon:
         params = request.get("params", [])
         if not isinstance(file, str) or not isinstance(text, str) or not isinstance(params, list):
             raise TypeError("file and text must be strings, params a list")
-        stem = os.path.basename(file).split(".", 1)[0]
+        # A packed .ko names its module itself; a file's name may differ from it.
+        stem = str(request.get("name") or os.path.basename(file).split(".", 1)[0])
         definition = modfile.parse(text, file, default_name=stem)
         self.core.insmod(definition, tuple(str(p) for p in params))
         return _ok()
@@ -141,13 +142,35 @@ class Daemon:
     def cmd_kmsg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         """A write to /dev/kmsg: one record, an optional ``<N>`` prefix sets its level."""
         text = str(request["text"]).rstrip("\n")
-        level = DEFAULT_MESSAGE_LOGLEVEL
+        level, facility = DEFAULT_MESSAGE_LOGLEVEL, LOG_USER
         prefix = re.match(r"<(\d+)>", text)
         if prefix:
-            level = int(prefix.group(1)) & 7
+            priority = int(prefix.group(1))
+            # devkmsg_write(): user space may not pose as the kernel (facility 0).
+            level, facility = priority & 7, (priority >> 3) or LOG_USER
             text = text[prefix.end() :]
-        self.klog.printk(level, text)
+        self.klog.printk(level, text, facility)
         return _ok()
+
+    def cmd_running(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """What a task's call of a vmlinux function runs: the replacement's output, or None."""
+        func = self.core.running_func(str(request["function"]), int(request.get("pid", 0)))
+        if func is None:
+            return _ok(None)
+        return _ok({"new_name": func.new_name, "output": func.output})
+
+    def cmd_sysctl(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """kernel.ftrace_enabled, the one sysctl lpfs emulates."""
+        if request.get("name") != "kernel.ftrace_enabled":
+            raise KernelError(errno.ENOENT, f"no sysctl {request.get('name')!r}")
+        if "value" in request:
+            self.core.set_ftrace_enabled(bool(int(request["value"])))
+        return _ok(int(self.core.ftrace_enabled))
+
+    def cmd_dyndbg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """/sys/kernel/debug/dynamic_debug/control: apply a query, return the listing."""
+        query = request.get("query")
+        return _ok(self.klog.dyndbg_control(None if query is None else str(query)))
 
     def cmd_tasks(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         with self.core.lock:

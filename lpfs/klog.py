@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
+from . import dyndbg
 from .clock import Clock
 
 KERN_ERR: Final = 3
@@ -24,8 +25,7 @@ KERN_INFO: Final = 6
 KERN_DEBUG: Final = 7
 
 DEFAULT_RING_BYTES: Final = 1 << 20
-# The selftests' set_dynamic_debug() turns these sites off again.
-DEFAULT_DYNDBG_OFF: Final = frozenset({"klp_try_switch_task"})
+LOG_USER: Final = 1  # the facility of lines written to /dev/kmsg
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,7 @@ class Record:
     ts_usec: int
     level: int
     text: str
+    facility: int = 0  # 0 for the kernel's own lines
 
     def dmesg(self) -> str:
         """The line as util-linux ``dmesg`` prints it."""
@@ -44,6 +45,10 @@ class Record:
 
     def json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+    def kmsg(self) -> str:
+        """The record as a read of /dev/kmsg returns it."""
+        return f"{self.facility * 8 + self.level},{self.seq},{self.ts_usec},-;{self.text}\n"
 
 
 class KernelLog:
@@ -57,7 +62,7 @@ class KernelLog:
         clock: Clock,
         ring_bytes: int = DEFAULT_RING_BYTES,
         sink: Path | None = None,
-        dyndbg: bool = True,
+        debug: bool = True,
     ) -> None:
         self._clock = clock
         self._boot = clock.monotonic()
@@ -67,14 +72,15 @@ class KernelLog:
         self._next_seq = 0
         self._cond = threading.Condition()
         self._sink: TextIO | None = sink.open("a", encoding="utf-8") if sink else None
-        self.dyndbg = dyndbg
-        self.dyndbg_off: set[str] = set(DEFAULT_DYNDBG_OFF)
+        # The pr_debug sites dynamic debug lets through.
+        self.debug_sites: set[dyndbg.Site] = set(dyndbg.DEFAULT_ON) if debug else set()
+        self._debug_functions = {site.function for site in self.debug_sites}
 
-    def printk(self, level: int, text: str) -> Record:
+    def printk(self, level: int, text: str, facility: int = 0) -> Record:
         """Append one line (without its newline) at a printk level."""
         with self._cond:
             ts = round((self._clock.monotonic() - self._boot) * 1_000_000)
-            record = Record(self._next_seq, max(ts, 0), level, text)
+            record = Record(self._next_seq, max(ts, 0), level, text, facility)
             self._next_seq += 1
             self._records.append(record)
             self._bytes += len(text) + 1
@@ -86,10 +92,21 @@ class KernelLog:
             self._cond.notify_all()
             return record
 
-    def pr_debug(self, site: str, text: str) -> None:
-        """A ``pr_debug`` from the kernel function ``site``, if dynamic debug lets it through."""
-        if self.dyndbg and site not in self.dyndbg_off:
+    def pr_debug(self, function: str, text: str) -> None:
+        """A ``pr_debug`` from kernel function ``function``, if dynamic debug lets it through.
+
+        Sites are switched per function: a function's sites print together.
+        """
+        if function in self._debug_functions:
             self.printk(KERN_DEBUG, text)
+
+    def dyndbg_control(self, query: str | None = None) -> str:
+        """Apply a dynamic_debug/control query (if given); the control file's text after it."""
+        with self._cond:
+            if query is not None:
+                dyndbg.apply(query, self.debug_sites)
+                self._debug_functions = {site.function for site in self.debug_sites}
+            return dyndbg.control_text(self.debug_sites)
 
     def records(self, after: int = -1) -> list[Record]:
         """Every record in the ring whose sequence number is greater than ``after``."""

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from . import elf
 from .errors import ModfileError
 
 FORMAT_VERSION: Final = 1
+LPFS_SECTION: Final = ".lpfs.module"  # where `lpfs pack` keeps the module file in a .ko
 MODULE_NAME_LEN: Final = 56  # including the terminating NUL, as in the kernel
 _MODULE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_]+")
 
@@ -43,6 +45,7 @@ class FuncDef:
     old_sympos: int = 0
     fault: str | None = None
     fault_errno: int = 0
+    output: str | None = None  # what the replacement prints where the kernel shows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +328,9 @@ def _parse_object(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...
     for j, raw_func in enumerate(rd.array(obj, where, "func")):
         fwhere = f"{where}.func[{j}]"
         func = rd.table(
-            raw_func, fwhere, {"old_name", "new_name", "old_sympos", "fault", "fault_errno"}
+            raw_func,
+            fwhere,
+            {"old_name", "new_name", "old_sympos", "fault", "fault_errno", "output"},
         )
         fault = rd.get(func, fwhere, "fault", str, None)
         if fault is not None and fault not in FAULTS:
@@ -343,6 +348,7 @@ def _parse_object(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...
                 old_sympos=rd.count(func, fwhere, "old_sympos", 0),
                 fault=fault,
                 fault_errno=fault_errno,
+                output=rd.get(func, fwhere, "output", str, None),
             )
         )
     return ObjectDef(
@@ -444,6 +450,30 @@ def _parse_task(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...])
         finish=_parse_texts(rd, task, where, "finish"),
         while_param=while_param,
     )
+
+
+def module_text(path: Path) -> tuple[str, str]:
+    """A module file's text and the module name it defaults to, from a .toml or a packed .ko.
+
+    A .ko is recognised by its ELF magic, as the kernel does, not by its name;
+    its name comes from its .modinfo, where ``lpfs pack`` recorded it. OSError
+    if the file cannot be read, UnicodeDecodeError if a text file is not UTF-8.
+    """
+    data = path.read_bytes()
+    if not data.startswith(elf.MAGIC):
+        return data.decode("utf-8"), path.name.split(".", 1)[0]
+    try:
+        found = elf.sections(data)
+    except ValueError as exc:
+        raise ModfileError(str(path), "", f"not an lpfs module: {exc}") from None
+    if LPFS_SECTION not in found:
+        raise ModfileError(str(path), "", f"not an lpfs module: no {LPFS_SECTION} section")
+    modinfo = found.get(".modinfo", b"").split(b"\0")
+    name = next((e[5:].decode(errors="replace") for e in modinfo if e.startswith(b"name=")), "")
+    try:
+        return found[LPFS_SECTION].decode("utf-8"), name
+    except UnicodeDecodeError:
+        raise ModfileError(str(path), LPFS_SECTION, "not UTF-8 text") from None
 
 
 def load(path: str | Path) -> ModuleDef:

@@ -55,21 +55,25 @@ class TestJson:
     """Record.json(): one compact JSON object per line."""
 
     def test_fields(self, clock, log):
-        """The line carries seq, ts_usec, level and text."""
+        """The line carries seq, ts_usec, level, text and facility (0: the kernel)."""
         log.printk(KERN_NOTICE, "first")
         clock.advance(0.25)
 
         record = log.printk(KERN_DEBUG, "second")
 
-        assert {"seq": 1, "ts_usec": 250_000, "level": 7, "text": "second"} == json.loads(
-            record.json()
-        )
+        assert {
+            "seq": 1,
+            "ts_usec": 250_000,
+            "level": 7,
+            "text": "second",
+            "facility": 0,
+        } == json.loads(record.json())
 
     def test_compact(self):
         """No blanks between separators, keys in field order."""
         record = Record(3, 42, KERN_NOTICE, "hi")
 
-        assert '{"seq":3,"ts_usec":42,"level":5,"text":"hi"}' == record.json()
+        assert '{"seq":3,"ts_usec":42,"level":5,"text":"hi","facility":0}' == record.json()
 
 
 class TestRing:
@@ -160,8 +164,8 @@ class TestPrDebug:
         assert [] == log.records()
 
     def test_site_can_be_turned_on(self, log):
-        """Removing the site from dyndbg_off lets its lines through."""
-        log.dyndbg_off.discard("klp_try_switch_task")
+        """A dynamic_debug control query turns a site on."""
+        log.dyndbg_control("func klp_try_switch_task +p")
 
         log.pr_debug("klp_try_switch_task", "livepatch: y")
 
@@ -169,7 +173,7 @@ class TestPrDebug:
 
     def test_dyndbg_false_hides_every_site(self, clock):
         """With dynamic debug off no pr_debug prints."""
-        log = KernelLog(clock, dyndbg=False)
+        log = KernelLog(clock, debug=False)
 
         log.pr_debug("klp_init_transition", "livepatch: x")
 
@@ -177,7 +181,7 @@ class TestPrDebug:
 
     def test_dyndbg_false_keeps_printk(self, clock):
         """Turning dynamic debug off does not silence other levels."""
-        log = KernelLog(clock, dyndbg=False)
+        log = KernelLog(clock, debug=False)
 
         log.printk(KERN_NOTICE, "livepatch: x")
 

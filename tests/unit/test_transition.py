@@ -509,7 +509,7 @@ class TestDebugLines:
 
     def test_shown_when_enabled(self, core):
         """With the site enabled each blocked task is named with its reason."""
-        core.log.dyndbg_off.clear()
+        core.log.dyndbg_control("func klp_try_switch_task +p")
         add(core, 100, OLD)
 
         insmod(core)

@@ -1,0 +1,313 @@
+"""Stand-ins for kmod, dmesg and uname inside lpfs-ns, in the real tools' words.
+
+Each is ``python -m lpfs.shims TOOL ARGS…`` (lpfs-ns installs one script that
+dispatches on the name it was called by). They talk to the daemon of
+``$LPFS_MOUNT``. Module names resolve, as modprobe would look them up, in the
+current directory, ``test_modules/`` there, and the directories of
+``$LPFS_MODULE_PATH``, as ``NAME.ko`` or ``NAME.toml``.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from . import cli, control, modfile
+from .errors import ControlError, ModfileError
+from .klog import Record
+
+LEVELS: Final = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
+FACILITIES: Final = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news")
+
+
+def _client() -> control.Client:
+    return control.Client(control.socket_path(os.environ["LPFS_MOUNT"]))
+
+
+def _call(cmd: str, **args: Any) -> dict[str, Any]:
+    try:
+        return _client().call(cmd, **args)
+    except ControlError as exc:
+        print(f"lpfs: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _release() -> str:
+    return str(_call("status")["data"]["kernel"])
+
+
+def find_module(name: str, extra: tuple[str, ...] | list[str] = ()) -> Path | None:
+    """modprobe's lookup, over lpfs's module directories."""
+    dirs = [Path.cwd(), Path.cwd() / "test_modules", *map(Path, extra)]
+    dirs += [Path(p) for p in os.environ.get("LPFS_MODULE_PATH", "").split(":") if p]
+    stems = {name, name.replace("-", "_"), name.replace("_", "-")}
+    for directory in dirs:
+        for stem in sorted(stems):
+            for suffix in (".ko", ".toml"):
+                if (directory / f"{stem}{suffix}").is_file():
+                    return directory / f"{stem}{suffix}"
+    return None
+
+
+def insmod(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("-")]
+    if not args:
+        print("insmod: ERROR: missing filename.", file=sys.stderr)
+        return 1
+    return _run_cli(["insmod", *args])
+
+
+def rmmod(argv: list[str]) -> int:
+    code = 0
+    for name in (a for a in argv if not a.startswith("-")):
+        code = _run_cli(["rmmod", name]) or code
+    return code
+
+
+def _run_cli(argv: list[str]) -> int:
+    try:
+        cli.main([*argv, "--mount", os.environ["LPFS_MOUNT"]])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def modprobe(argv: list[str]) -> int:
+    dry_run = remove = quiet = verbose = False
+    dirs: list[str] = []
+    words: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg in ("-n", "--dry-run", "--show"):
+            dry_run = True
+        elif arg in ("-r", "--remove"):
+            remove = True
+        elif arg in ("-q", "--quiet"):
+            quiet = True
+        elif arg in ("-v", "--verbose"):
+            verbose = True
+        elif arg in ("-d", "--dirname"):
+            dirs.append(next(items, "."))
+        elif arg.startswith("--dirname="):
+            dirs.append(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            words.append(arg)
+    if not words:
+        print("modprobe: ERROR: missing parameters. See -h.", file=sys.stderr)
+        return 1
+    name, params = modfile.module_name(words[0]), words[1:]
+    loaded = {m["name"] for m in _call("lsmod")["data"]}
+    if remove:
+        if name not in loaded:
+            print(f"modprobe: FATAL: Module {name} is not in kernel.", file=sys.stderr)
+            return 1
+        return 0 if dry_run else rmmod([name])
+    path = find_module(words[0], dirs)
+    if path is None:
+        if not quiet:
+            print(
+                f"modprobe: FATAL: Module {words[0]} not found in directory "
+                f"/lib/modules/{_release()}",
+                file=sys.stderr,
+            )
+        return 1
+    if verbose:
+        print(f"insmod {path.absolute()} {' '.join(params)}".rstrip())
+    if dry_run or name in loaded:
+        return 0
+    text, default = modfile.module_text(path)
+    reply = _call("insmod", file=str(path), text=text, name=default, params=params)
+    if reply.get("ok"):
+        return 0
+    error = os.strerror(reply["errno"]) if reply.get("errno") else reply.get("error")
+    print(f"modprobe: ERROR: could not insert '{name}': {error}", file=sys.stderr)
+    return 1
+
+
+def modinfo(argv: list[str]) -> int:
+    field = None
+    targets = []
+    items = iter(argv)
+    for arg in items:
+        if arg in ("-F", "--field"):
+            field = next(items, "")
+        elif arg.startswith("--field="):
+            field = arg.split("=", 1)[1]
+        elif not arg.startswith("-"):
+            targets.append(arg)
+    code = 0
+    for target in targets:
+        path = Path(target) if Path(target).is_file() else find_module(target)
+        if path is None:
+            print(f"modinfo: ERROR: Module {target} not found.", file=sys.stderr)
+            code = 1
+            continue
+        try:
+            text, default = modfile.module_text(path)
+            definition = modfile.parse(text, str(path), default_name=default)
+        except (ModfileError, OSError, UnicodeDecodeError) as exc:
+            print(f"modinfo: ERROR: could not get modinfo from '{target}': {exc}", file=sys.stderr)
+            code = 1
+            continue
+        for key, value in _modinfo_fields(path, definition):
+            if field is None:
+                print(f"{key + ':':<16}{value}")
+            elif key == field:
+                print(value)
+    return code
+
+
+def _modinfo_fields(path: Path, definition: modfile.ModuleDef) -> list[tuple[str, str]]:
+    fields = [("filename", str(path.absolute()))]
+    if definition.livepatch:
+        fields.append(("livepatch", "Y"))
+    fields += [
+        ("license", "GPL"),
+        ("depends", ""),
+        ("retpoline", "Y"),
+        ("name", definition.name),
+        ("vermagic", f"{_release()} SMP preempt mod_unload "),
+    ]
+    fields += [("parm", f"{p.name}:{p.type}") for p in definition.params]
+    return fields
+
+
+def lsmod(argv: list[str]) -> int:
+    """kmod's lsmod over /proc/modules (lpfs-ns's union of host and emulated modules)."""
+    proc = Path("/proc/modules")
+    if proc.exists():
+        rows = [line.split()[:4] for line in proc.read_text().splitlines()]
+    else:  # a kernel without module support: only the emulated ones
+        rows = [
+            [m["name"], str(m["size"]), str(m["refcnt"]), ",".join(m["holders"]) or "-"]
+            for m in _call("lsmod")["data"]
+        ]
+    print("Module                  Size  Used by")
+    for name, size, refcnt, holders in rows:
+        users = "" if holders == "-" else " " + holders.rstrip(",")
+        print(f"{name:<19} {size:>8}  {refcnt}{users}")
+    return 0
+
+
+def dmesg(argv: list[str]) -> int:
+    opts = {
+        "clear": False,
+        "read_clear": False,
+        "follow": False,
+        "raw": False,
+        "kernel": False,
+        "human": False,
+        "notime": False,
+        "decode": False,
+    }
+    levels: set[int] | None = None
+    items = iter(argv)
+    flags = {
+        "-C": "clear",
+        "--clear": "clear",
+        "-c": "read_clear",
+        "--read-clear": "read_clear",
+        "-w": "follow",
+        "--follow": "follow",
+        "-r": "raw",
+        "--raw": "raw",
+        "-k": "kernel",
+        "--kernel": "kernel",
+        "-T": "human",
+        "--ctime": "human",
+        "-t": "notime",
+        "--notime": "notime",
+        "-x": "decode",
+        "--decode": "decode",
+    }
+    for arg in items:
+        if arg in flags:
+            opts[flags[arg]] = True
+        elif arg in ("-l", "--level") or arg.startswith("--level="):
+            value = arg.split("=", 1)[1] if "=" in arg else next(items, "")
+            levels = {LEVELS.index(v) for v in value.split(",") if v in LEVELS}
+        elif arg.startswith("-") and len(arg) > 2 and not arg.startswith("--"):
+            for letter in arg[1:]:
+                if f"-{letter}" in flags:
+                    opts[flags[f"-{letter}"]] = True
+    boot = time.time() - time.monotonic() if opts["human"] else 0.0
+
+    def show(fields: dict[str, Any]) -> None:
+        record = Record(**fields)
+        if opts["kernel"] and record.facility != 0:
+            return
+        if levels is not None and record.level not in levels:
+            return
+        print(_format(record, opts, boot), flush=True)
+
+    if opts["clear"]:
+        _call("dmesg", clear=True)
+        return 0
+    if not opts["follow"]:
+        for fields in _call("dmesg", clear=opts["read_clear"])["data"]:
+            show(fields)
+        return 0
+    try:
+        for reply in _client().stream("dmesg", follow=True):
+            show(reply["record"])
+    except (ControlError, KeyboardInterrupt):
+        pass
+    return 0
+
+
+def _format(record: Record, opts: dict[str, bool], boot: float) -> str:
+    secs, usecs = divmod(record.ts_usec, 1_000_000)
+    if opts["raw"]:
+        return f"<{record.facility * 8 + record.level}>[{secs:5d}.{usecs:06d}] {record.text}"
+    if opts["notime"]:
+        stamp = ""
+    elif opts["human"]:
+        stamp = time.strftime("[%a %b %e %H:%M:%S %Y] ", time.localtime(boot + secs))
+    else:
+        stamp = f"[{secs:5d}.{usecs:06d}] "
+    prefix = ""
+    if opts["decode"]:
+        facility = FACILITIES[record.facility] if record.facility < len(FACILITIES) else "user"
+        prefix = f"{facility:<6}:{LEVELS[record.level]:<6}: "
+    return f"{prefix}{stamp}{record.text}"
+
+
+def uname(argv: list[str]) -> int:
+    """The real uname, with the emulated release in place of this machine's."""
+    real = os.environ.get("LPFS_REAL_UNAME", "uname")
+    result = subprocess.run([real, *argv], capture_output=True, text=True, check=False)
+    sys.stdout.write(result.stdout.replace(os.uname().release, _release()))
+    sys.stderr.write(result.stderr)
+    return result.returncode
+
+
+TOOLS: Final[dict[str, Callable[[list[str]], int]]] = {
+    "insmod": insmod,
+    "rmmod": rmmod,
+    "modprobe": modprobe,
+    "modinfo": modinfo,
+    "lsmod": lsmod,
+    "dmesg": dmesg,
+    "uname": uname,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    tool = os.path.basename(args[0]) if args else ""
+    if tool == "kmod" and len(args) > 1:  # `kmod list` and friends
+        tool, args = {"list": "lsmod"}.get(args[1], args[1]), args[1:]
+    if tool not in TOOLS:
+        print(f"lpfs: no stand-in for '{tool}'", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        raise SystemExit(TOOLS[tool](args[1:]))
+    except BrokenPipeError:
+        raise SystemExit(0) from None
+
+
+if __name__ == "__main__":
+    main()
