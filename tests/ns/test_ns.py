@@ -1,0 +1,240 @@
+"""lpfs-ns: unmodified shell tooling against the emulation, as the selftests use a kernel.
+
+Each test runs a functions.sh-style script inside `lpfs-ns`, with the test
+modules packed as .ko files by `lpfs pack`.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lpfs_fixtures import MODULES, require_fuse
+
+ROOT = Path(__file__).resolve().parents[2]
+LPFS_NS = ROOT / "mountpoint-scripts" / "lpfs-ns"
+HARNESS = Path(__file__).with_name("harness.sh")
+
+
+@pytest.fixture
+def test_modules(tmp_path: Path) -> Path:
+    """A directory with test_modules/<mod>.ko for every module file of the tests."""
+    require_fuse()
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is missing")
+    out = tmp_path / "test_modules"
+    out.mkdir()
+    for source in MODULES.glob("*.toml"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lpfs",
+                "pack",
+                str(source),
+                "-o",
+                str(out / f"{source.stem}.ko"),
+            ],
+            check=True,
+        )
+    return tmp_path
+
+
+def run_ns(workdir: Path, script: str, *options: str) -> subprocess.CompletedProcess:
+    body = f"cd {workdir}\nsource {HARNESS}\nset_dynamic_debug\n{script}"
+    return subprocess.run(
+        [str(LPFS_NS), *options, "--", "bash", "-c", body],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"LPFS_PYTHON": sys.executable, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
+    )
+
+
+def test_basic_function_patching(test_modules: Path) -> None:
+    """test-livepatch.sh's first case, /proc/cmdline checks included."""
+    result = run_ns(
+        test_modules,
+        """
+        MOD=test_klp_livepatch
+        start_test "basic function patching"
+        load_lp $MOD
+        [ "$(cat /proc/cmdline)" = "$MOD: this has been live patched" ] || die "not patched"
+        disable_lp $MOD
+        unload_lp() { unload_mod "$@"; }
+        unload_lp $MOD
+        grep -q 'live patched' /proc/cmdline && die "still patched"
+        check_result "% insmod test_modules/$MOD.ko
+livepatch: enabling patch '$MOD'
+livepatch: '$MOD': initializing patching transition
+livepatch: '$MOD': starting patching transition
+livepatch: '$MOD': completing patching transition
+livepatch: '$MOD': patching complete
+% echo 0 > /sys/kernel/livepatch/$MOD/enabled
+livepatch: '$MOD': initializing unpatching transition
+livepatch: '$MOD': starting unpatching transition
+livepatch: '$MOD': completing unpatching transition
+livepatch: '$MOD': unpatching complete
+% rmmod $MOD"
+    """,
+    )
+    assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
+
+
+def test_multiple_livepatches(test_modules: Path) -> None:
+    """test-livepatch.sh's second case: each reader sees the patched /proc files."""
+    result = run_ns(
+        test_modules,
+        """
+        LP=test_klp_livepatch
+        RP=test_klp_atomic_replace
+        greps() { grep 'live patched' /proc/cmdline > /dev/kmsg; grep 'live patched' /proc/meminfo > /dev/kmsg; }
+        start_test "multiple livepatches"
+        load_lp $LP
+        greps
+        load_lp $RP replace=0
+        greps
+        disable_lp $RP
+        unload_mod $RP
+        greps
+        disable_lp $LP
+        unload_mod $LP
+        greps
+        check_result "% insmod test_modules/$LP.ko
+livepatch: enabling patch '$LP'
+livepatch: '$LP': initializing patching transition
+livepatch: '$LP': starting patching transition
+livepatch: '$LP': completing patching transition
+livepatch: '$LP': patching complete
+$LP: this has been live patched
+% insmod test_modules/$RP.ko replace=0
+livepatch: enabling patch '$RP'
+livepatch: '$RP': initializing patching transition
+livepatch: '$RP': starting patching transition
+livepatch: '$RP': completing patching transition
+livepatch: '$RP': patching complete
+$LP: this has been live patched
+$RP: this has been live patched
+% echo 0 > /sys/kernel/livepatch/$RP/enabled
+livepatch: '$RP': initializing unpatching transition
+livepatch: '$RP': starting unpatching transition
+livepatch: '$RP': completing unpatching transition
+livepatch: '$RP': unpatching complete
+% rmmod $RP
+$LP: this has been live patched
+% echo 0 > /sys/kernel/livepatch/$LP/enabled
+livepatch: '$LP': initializing unpatching transition
+livepatch: '$LP': starting unpatching transition
+livepatch: '$LP': completing unpatching transition
+livepatch: '$LP': unpatching complete
+% rmmod $LP"
+    """,
+    )
+    assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
+
+
+def test_callbacks_and_failing_load(test_modules: Path) -> None:
+    """test-callbacks.sh's pre-patch -ENODEV case, with insmod's own error line logged."""
+    result = run_ns(
+        test_modules,
+        """
+        LP=test_klp_callbacks_demo
+        T=test_klp_callbacks_mod
+        start_test "pre-patch callback -ENODEV"
+        load_mod $T
+        load_failing_mod $LP pre_patch_ret=-19
+        unload_mod $T
+        check_result "% insmod test_modules/$T.ko
+$T: ${T}_init
+% insmod test_modules/$LP.ko pre_patch_ret=-19
+livepatch: enabling patch '$LP'
+livepatch: '$LP': initializing patching transition
+$LP: pre_patch_callback: vmlinux
+livepatch: pre-patch callback failed for object 'vmlinux'
+livepatch: failed to enable patch '$LP'
+livepatch: '$LP': canceling patching transition, going to unpatch
+livepatch: '$LP': completing unpatching transition
+livepatch: '$LP': unpatching complete
+insmod: ERROR: could not insert module test_modules/$LP.ko: No such device
+% rmmod $T
+$T: ${T}_exit"
+    """,
+    )
+    assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
+
+
+def test_ftrace_enabled_sysctl(test_modules: Path) -> None:
+    """test-ftrace.sh's first case through the real sysctl(8)."""
+    if not Path("/proc/sys/kernel/ftrace_enabled").exists():
+        pytest.skip("this kernel has no /proc/sys/kernel/ftrace_enabled to lay over")
+    result = run_ns(
+        test_modules,
+        """
+        MOD=test_klp_livepatch
+        start_test "livepatch interaction with ftrace_enabled sysctl"
+        sysctl -q kernel.ftrace_enabled=0 && log "livepatch: kernel.ftrace_enabled = 0"
+        load_failing_mod $MOD
+        sysctl -q kernel.ftrace_enabled=1 && log "livepatch: kernel.ftrace_enabled = 1"
+        load_lp $MOD
+        err=$(sysctl -q kernel.ftrace_enabled=0 2>&1)
+        log "livepatch: ${err//\\/proc\\/sys\\/kernel\\//kernel.}"
+        disable_lp $MOD
+        unload_mod $MOD
+        check_result "livepatch: kernel.ftrace_enabled = 0
+% insmod test_modules/$MOD.ko
+livepatch: enabling patch '$MOD'
+livepatch: '$MOD': initializing patching transition
+livepatch: failed to register ftrace handler for function 'cmdline_proc_show' (-16)
+livepatch: failed to patch object 'vmlinux'
+livepatch: failed to enable patch '$MOD'
+livepatch: '$MOD': canceling patching transition, going to unpatch
+livepatch: '$MOD': completing unpatching transition
+livepatch: '$MOD': unpatching complete
+insmod: ERROR: could not insert module test_modules/$MOD.ko: Device or resource busy
+livepatch: kernel.ftrace_enabled = 1
+% insmod test_modules/$MOD.ko
+livepatch: enabling patch '$MOD'
+livepatch: '$MOD': initializing patching transition
+livepatch: '$MOD': starting patching transition
+livepatch: '$MOD': completing patching transition
+livepatch: '$MOD': patching complete
+livepatch: sysctl: setting key \\"kernel.ftrace_enabled\\": Device or resource busy
+% echo 0 > /sys/kernel/livepatch/$MOD/enabled
+livepatch: '$MOD': initializing unpatching transition
+livepatch: '$MOD': starting unpatching transition
+livepatch: '$MOD': completing unpatching transition
+livepatch: '$MOD': unpatching complete
+% rmmod $MOD"
+    """,
+    )
+    assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
+
+
+def test_tools_at_their_absolute_paths(test_modules: Path) -> None:
+    """The stand-ins answer at /sbin/insmod, /usr/bin/dmesg and uname -r; nothing leaks out."""
+    result = run_ns(
+        test_modules,
+        """
+        /sbin/insmod test_modules/test_klp_livepatch.ko
+        /usr/bin/dmesg | grep -c "patching complete"
+        uname -r
+        /usr/sbin/lsmod | grep -c '^test_klp_livepatch '
+        cat /proc/sys/kernel/tainted
+        /sbin/modprobe --dry-run test_klp_syscall && echo found
+        /sbin/modprobe no_such_module; echo "modprobe=$?"
+    """,
+        "--kernel",
+        "6.1",
+    )
+    assert 0 == result.returncode, result.stderr
+    lines = result.stdout.split("\n")
+    assert ["1", "6.1.0", "1"] == lines[:3]
+    assert int(lines[3]) & (1 << 15)
+    assert ["found", "modprobe=1"] == lines[4:6]
+    assert (
+        "modprobe: FATAL: Module no_such_module not found in directory /lib/modules/6.1.0"
+        in result.stderr
+    )
+    assert "/sys/kernel/livepatch" not in Path("/proc/mounts").read_text()
