@@ -91,7 +91,7 @@ class _Connection(socketserver.StreamRequestHandler):
             return
         try:
             request = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             self._send(error_reply("protocol", f"request is not JSON: {exc}"))
             return
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):

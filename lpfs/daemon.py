@@ -141,7 +141,10 @@ class Daemon:
 
     def cmd_kmsg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         """A write to /dev/kmsg: one record, an optional ``<N>`` prefix sets its level."""
-        text = str(request["text"]).rstrip("\n")
+        text = request["text"]
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
+        text = text.rstrip("\n")
         level, facility = DEFAULT_MESSAGE_LOGLEVEL, LOG_USER
         prefix = re.match(r"<(\d+)>", text)
         if prefix:
@@ -222,7 +225,7 @@ class Daemon:
 
     def cmd_tick(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         count = request.get("count", 1)
-        if not isinstance(count, int) or count < 1:
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ValueError("count must be a positive integer")
         return _ok(self.core.tick(count))
 

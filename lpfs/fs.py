@@ -21,8 +21,6 @@ from .sysfs import Handle, Tree
 
 log = logging.getLogger(__name__)
 
-NS: int = 1_000_000_000
-
 
 def mount_options(allow_other: bool = False) -> dict[str, Any]:
     """Every FUSE mount option lpfs uses, in one place.
@@ -86,10 +84,7 @@ class LivepatchFS:
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         node = self._handles[fh].node if fh in self._handles else self._tree.lookup(path)
-        st = self._tree.stat(node)
-        for key in ("st_atime", "st_mtime", "st_ctime"):
-            st[key] = int(st[key] * NS)
-        return {key: int(value) for key, value in st.items()}
+        return self._tree.stat(node)
 
     def readdir(self, path: str, fh: int) -> list[str]:
         node = self._tree.lookup(path)
@@ -124,10 +119,13 @@ class LivepatchFS:
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         atime, mtime = times if times is not None else (time.time_ns(),) * 2
-        self._tree.setattr(path, atime=atime / NS, mtime=mtime / NS)
+        self._tree.setattr(path, atime=int(atime), mtime=int(mtime))
 
     def release(self, path: str, fh: int) -> None:
         self._handles.pop(fh, None)
+
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        raise FuseOSError(errno.EPERM)
 
     def mkdir(self, path: str, mode: int) -> None:
         raise FuseOSError(errno.EPERM)

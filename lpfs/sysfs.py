@@ -144,7 +144,8 @@ def param_attr(module: Module, name: str) -> Attr | None:
         return params.show(param, module.params[name])
 
     def store(core: Core, owner: Owner, buf: bytes) -> None:
-        core.set_param(module, name, buf.decode("utf-8", "replace"))
+        # The store sees a C string: it ends at the first NUL.
+        core.set_param(module, name, buf.split(b"\0", 1)[0].decode("utf-8", "replace"))
 
     return Attr(name, param.mode, show=show, store=store)
 
@@ -172,12 +173,12 @@ class Iattrs:
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
-    atime: float | None = None
-    mtime: float | None = None
-    ctime: float | None = None
+    atime: int | None = None  # nanoseconds, as utimensat(2) gives them
+    mtime: int | None = None
+    ctime: int | None = None
 
 
-def _first(value: float | int | None, default: float | int) -> float | int:
+def _first(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
@@ -298,22 +299,23 @@ class Tree:
 
     # -- metadata ------------------------------------------------------------
 
-    def stat(self, node: Node) -> dict[str, int | float]:
-        """stat(2) fields: attributes report PAGE_SIZE, directories 0."""
+    def stat(self, node: Node) -> dict[str, int]:
+        """stat(2) fields (times in nanoseconds): attributes report PAGE_SIZE, directories 0."""
         if node.is_dir:
             kind, nlink, size = stat.S_IFDIR, 2 + len(node.subdirs), 0
         else:
             kind, nlink, size = stat.S_IFREG, 1, PAGE_SIZE
         set_by_user = self._node_iattrs(node, create=False) or Iattrs()
+        created = int(node.created * 1_000_000_000)
         return {
             "st_mode": kind | self.mode(node),
             "st_nlink": nlink,
             "st_size": size,
             "st_uid": _first(set_by_user.uid, self.uid),
             "st_gid": _first(set_by_user.gid, self.gid),
-            "st_atime": _first(set_by_user.atime, node.created),
-            "st_mtime": _first(set_by_user.mtime, node.created),
-            "st_ctime": _first(set_by_user.ctime, node.created),
+            "st_atime": _first(set_by_user.atime, created),
+            "st_mtime": _first(set_by_user.mtime, created),
+            "st_ctime": _first(set_by_user.ctime, created),
         }
 
     def mode(self, node: Node) -> int:
@@ -334,7 +336,7 @@ class Tree:
             return None
         return table.setdefault(node.path, Iattrs()) if create else table.get(node.path)
 
-    def setattr(self, path: str, **changes: float | int | None) -> None:
+    def setattr(self, path: str, **changes: int | None) -> None:
         """kernfs_iop_setattr(): chmod, chown and utime stick to the node until it is freed."""
         with self.core.lock:
             node = self.lookup(path)
@@ -345,7 +347,7 @@ class Tree:
             for name, value in changes.items():
                 if value is not None:
                     setattr(iattrs, name, value)
-            iattrs.ctime = time.time()
+            iattrs.ctime = time.time_ns()
 
     @staticmethod
     def entries(node: Node) -> list[str]:
@@ -354,29 +356,32 @@ class Tree:
     # -- file I/O ------------------------------------------------------------
 
     def open(self, path: str, flags: int) -> Handle:
-        """kernfs_fop_open(): EACCES for a direction the attribute does not have."""
+        """kernfs_fop_open(): EACCES for a direction the mode lacks, even for root.
+
+        Only the mode counts (kobj_sysfs_ops has both show and store), so a
+        file chmod'ed into a direction it has no handler for opens, and then
+        its read or write fails with EIO.
+        """
         node = self.lookup(path)
+        access = flags & os.O_ACCMODE
         if node.is_dir:
-            if flags & os.O_ACCMODE != os.O_RDONLY:
+            if access != os.O_RDONLY:
                 raise KernelError(errno.EISDIR)
             return Handle(node)
-        attr = node.attr
-        assert attr is not None
-        access = flags & os.O_ACCMODE
-        wants_write = access in (os.O_WRONLY, os.O_RDWR)
-        wants_read = access in (os.O_RDONLY, os.O_RDWR)
         mode = self.mode(node)
-        if wants_write and not (mode & 0o222 and attr.store):
+        if access in (os.O_WRONLY, os.O_RDWR) and not mode & 0o222:
             raise KernelError(errno.EACCES)
-        if wants_read and not (mode & 0o444 and attr.show):
+        if access in (os.O_RDONLY, os.O_RDWR) and not mode & 0o444:
             raise KernelError(errno.EACCES)
         return Handle(node)
 
     def read(self, handle: Handle, size: int, offset: int) -> bytes:
         """seq_file read: offset 0 renders the show text; later offsets slice it."""
         node = handle.node
-        if node.attr is None or node.attr.show is None:
-            raise KernelError(errno.EISDIR if node.attr is None else errno.EBADF)
+        if node.attr is None:
+            raise KernelError(errno.EISDIR)
+        if node.attr.show is None:
+            raise KernelError(errno.EIO)  # kobj_attr_show() without a show
         if offset == 0 or handle.snapshot is None:
             with self.core.lock:
                 if not alive(node.owner):
@@ -388,10 +393,12 @@ class Tree:
     def write(self, handle: Handle, data: bytes) -> int:
         """sysfs_kf_write(): at most PAGE_SIZE bytes go to store; the offset is ignored."""
         node = handle.node
-        if node.attr is None or node.attr.store is None:
+        if node.attr is None:
             raise KernelError(errno.EBADF)
         if not data:
             return 0
+        if node.attr.store is None:
+            raise KernelError(errno.EIO)  # kobj_attr_store() without a store
         buf = data[:PAGE_SIZE]
         with self.core.lock:
             if not alive(node.owner):

@@ -197,10 +197,18 @@ class TestDmesg:
         assert (True, []) == (bool(lines), [line for line in lines if not DMESG_PREFIX.match(line)])
 
     def test_json_records(self, lp: Mount) -> None:
-        """dmesg --json prints one object per line with seq, ts_usec, level and text."""
+        """dmesg --json prints one object per line with seq, ts_usec, level, text and facility."""
         records = [json.loads(line) for line in lp.lpfs("dmesg", "--json").stdout.splitlines()]
         shapes = {tuple((key, type(value).__name__) for key, value in r.items()) for r in records}
-        expected = {(("seq", "int"), ("ts_usec", "int"), ("level", "int"), ("text", "str"))}
+        expected = {
+            (
+                ("seq", "int"),
+                ("ts_usec", "int"),
+                ("level", "int"),
+                ("text", "str"),
+                ("facility", "int"),
+            )
+        }
         assert expected == shapes
 
     def test_json_matches_text(self, lp: Mount) -> None:
