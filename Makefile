@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MNT    ?= mnt
 
-.PHONY: all deps system-deps run test lint stress clean
+.PHONY: all deps system-deps run test lint stress clean install-system uninstall-system
 
 all: test
 
@@ -42,3 +42,31 @@ lint: deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# The system install: the only targets that change this host beyond apt, so
+# each says what it changes first. The paths are fixed because mount.lpfs and
+# lpfs@.service name /opt/lpfs/bin/lpfs; the system python outlives any pyenv.
+SYSTEM_PYTHON ?= /usr/bin/python3
+SYS_VENV      := /opt/lpfs
+SYS_HELPER    := /sbin/mount.lpfs
+SYS_UNIT      := /etc/systemd/system/lpfs@.service
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DAEMON_RELOAD := if [ -d /run/systemd/system ]; then $(SUDO) systemctl daemon-reload; fi
+
+install-system: system-deps
+	@echo "install-system changes this host:"
+	@echo "  $(SYS_VENV)  a virtualenv with lpfs from $(CURDIR)"
+	@echo "  $(SYS_HELPER)  mount(8)'s helper: mount -t lpfs, fstab lines"
+	@echo "  $(SYS_UNIT)  systemd unit: systemctl start lpfs@<escaped mountpoint>"
+	$(SUDO) $(SYSTEM_PYTHON) -m venv $(SYS_VENV)
+	$(SUDO) $(SYS_VENV)/bin/pip install -q .
+	$(SUDO) install -m 0755 mountpoint-scripts/mount.lpfs $(SYS_HELPER)
+	$(SUDO) install -m 0644 mountpoint-scripts/lpfs@.service $(SYS_UNIT)
+	@$(DAEMON_RELOAD)
+
+uninstall-system:
+	@echo "uninstall-system changes this host:"
+	@echo "  removes $(SYS_VENV), $(SYS_HELPER) and $(SYS_UNIT)"
+	$(SUDO) rm -rf $(SYS_VENV)
+	$(SUDO) rm -f $(SYS_HELPER) $(SYS_UNIT)
+	@$(DAEMON_RELOAD)

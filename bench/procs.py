@@ -23,6 +23,7 @@ from lpfs import control, fs
 LPFS: Final = (sys.executable, "-m", "lpfs")  # as tests/lpfs_fixtures.py runs it
 TIMEOUT: Final = 60.0
 POLL: Final = 0.001
+EXIT_TIMEOUT: Final = 10.0
 MB: Final = 1 << 20
 
 
@@ -222,6 +223,12 @@ class BaselineFs:
     path: Path
     process: "subprocess.Popen[bytes]"
     threaded: bool
+    log: Path  # its stderr
+
+    def diagnosis(self) -> str:
+        text = self.log.read_text(errors="replace").strip() if self.log.exists() else ""
+        state = "still mounted" if is_mounted(self.path) else "not mounted"
+        return f"baseline_fs at {self.path} ({state}): {text or 'no output'}"
 
 
 def mount_baseline(
@@ -230,24 +237,35 @@ def mount_baseline(
     """Start bench/baseline_fs in the foreground, until the mount answers."""
     path.mkdir(parents=True, exist_ok=True)
     args = [str(binary), str(path), "-f", *([] if threaded else ["-s"])]
+    log = path.with_name(path.name + ".log")
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [*args, "-o", baseline_options()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [*args, "-o", baseline_options()], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     reaper.adopt_child(process)
+    baseline = BaselineFs(path, process, threaded, log)
     wait_until(lambda: answers(path) or process.poll() is not None, f"baseline at {path}")
     elapsed = time.perf_counter() - start
     if process.poll() is not None:
-        stderr = process.stderr.read().decode() if process.stderr else ""
-        raise RuntimeError(f"baseline_fs exited {process.returncode}: {stderr.strip()}")
-    return BaselineFs(path, process, threaded), elapsed
+        raise RuntimeError(f"exited {process.returncode}: {baseline.diagnosis()}")
+    return baseline, elapsed
 
 
 def umount_baseline(reaper: Reaper, baseline: BaselineFs) -> float:
-    """`fusermount -u`, until the filesystem process has exited and the mount is gone."""
+    """`fusermount -u`, until the filesystem process has exited and the mount is gone.
+
+    RuntimeError if it has not exited within EXIT_TIMEOUT seconds (it is then killed).
+    """
     start = time.perf_counter()
     run("fusermount", "-u", str(baseline.path))
-    baseline.process.wait(timeout=TIMEOUT)
+    try:
+        baseline.process.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        diagnosis = baseline.diagnosis()
+        baseline.process.kill()
+        baseline.process.wait()
+        raise RuntimeError(f"no exit {EXIT_TIMEOUT:.0f} s after unmount: {diagnosis}") from None
     wait_until(lambda: not is_mounted(baseline.path), f"{baseline.path} to unmount")
     elapsed = time.perf_counter() - start
     reaper.forget(baseline.process.pid)

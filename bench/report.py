@@ -74,6 +74,7 @@ def _errors_note(section: dict[str, Any]) -> str:
         for stack, summary in cell["stacks"].items():
             if summary["errors"]:
                 notes.append(f"{cell['op']}/{cell['clients']}/{stack}: {summary['errors']}")
+    notes += [f"warning: {w}" for w in section["warnings"]]
     return "errors: " + "; ".join(notes) if notes else "errors: none (EINVAL on write is expected)"
 
 

@@ -4,11 +4,13 @@ Each patch count gets its own daemon, started with a scenario file that
 loads that many generated module files (one function each). The per-op
 costs are interleaved across the daemons; the 1-patch daemon is the
 baseline. RSS growth runs `client -o mixed` (read, stat, write, readdir of
-the last patch's directory, in turn) in equal chunks after one chunk of
-warm-up, reading the daemon's RSS after each; the slope is a least-squares
-fit in KB per 10k operations.
+the last patch's directory, in turn, from RSS_CLIENTS processes) in equal
+chunks after one chunk of warm-up, reading the daemon's RSS after each; the
+slope is a least-squares fit in KB per 10k operations. The daemons run
+their RSS series at the same time, each its own, to use both cores.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +26,7 @@ COST_LIMIT: Final = 2.0
 # pymalloc arenas, and 16 KB per 10k operations is under 2 bytes an operation.
 SLOPE_FLOOR_KB: Final = 16.0
 SLOPE_SIGMAS: Final = 3.0
+RSS_CLIENTS: Final = 4
 
 
 def patch_name(index: int) -> str:
@@ -76,12 +79,13 @@ def per_op_costs(
 
 def rss_growth(client: Path, daemon: LpfsDaemon, count: int, config: Config) -> dict[str, Any]:
     """RSS along ``config.rss_ops`` mixed operations, after one chunk of warm-up."""
-    chunk = config.rss_ops // config.rss_samples
+    per_client = config.rss_ops // config.rss_samples // RSS_CLIENTS
+    chunk = per_client * RSS_CLIENTS
     enabled = last_patch_dir(daemon, count) / "enabled"
     errors: dict[str, int] = {}
     xs, ys = [], []
     for step in range(config.rss_samples + 1):
-        one = run_client(client, "mixed", enabled, count=chunk)
+        one = run_client(client, "mixed", enabled, procs=RSS_CLIENTS, count=per_client)
         for name, n in one.errors.items():
             errors[name] = errors.get(name, 0) + n
         xs.append(step * chunk)
@@ -90,8 +94,9 @@ def rss_growth(client: Path, daemon: LpfsDaemon, count: int, config: Config) -> 
     per_10k = kb_per_op * 10_000
     stderr_10k = stderr * 10_000
     return {
-        "ops": config.rss_ops,
+        "ops": chunk * config.rss_samples,
         "warmup_ops": chunk,
+        "clients": RSS_CLIENTS,
         "rss_kb": ys,
         "slope_kb_per_10k_ops": per_10k,
         "slope_stderr_kb": stderr_10k,
@@ -166,8 +171,14 @@ def measure(reaper: Reaper, client: Path, config: Config) -> dict[str, Any]:
         row = _summary(count, costs[count], base)
         row["mount_s"] = load_s[count]
         row["rss_mb"] = rss_mb(daemon.pid)
-        row["rss_growth"] = rss_growth(client, daemon, count, config)
         rows.append(row)
+    with ThreadPoolExecutor(max_workers=len(daemons)) as pool:
+        series = [
+            pool.submit(rss_growth, client, daemon, count, config)
+            for count, daemon in daemons.items()
+        ]
+        for row, future in zip(rows, series, strict=True):
+            row["rss_growth"] = future.result()
     for daemon in daemons.values():
         umount_lpfs(reaper, daemon)
     return {"rows": rows, "targets": _targets(rows)}

@@ -134,8 +134,12 @@ def measure(reaper: Reaper, client: Path, baseline: Path, config: Config) -> dic
         paths = {"sysfs": sysfs, **paths}
     cells = measure_cells(client, paths, config)
     umount_lpfs(reaper, daemon)
-    umount_baseline(reaper, multi)
-    umount_baseline(reaper, single)
+    warnings = []
+    for mounted in (multi, single):
+        try:
+            umount_baseline(reaper, mounted)
+        except RuntimeError as exc:  # not a measurement: note it, the reaper has cleaned up
+            warnings.append(str(exc))
     return {
         "sysfs_path": str(sysfs) if sysfs else None,
         "file": str(PATCH_FILE),
@@ -143,4 +147,5 @@ def measure(reaper: Reaper, client: Path, baseline: Path, config: Config) -> dic
         "repetitions": config.repetitions,
         "cells": cells,
         "targets": cell_targets(cells),
+        "warnings": warnings,
     }

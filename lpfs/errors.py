@@ -4,17 +4,16 @@ import errno
 import os
 
 
-class KernelError(Exception):
+class KernelError(OSError):
     """An errno that the emulated kernel returns to user space.
 
-    Raised by the core and the sysfs layer (EINVAL, EBUSY, ENODEV, ...);
-    the FUSE adapter turns it into the errno of the failing system call and
-    the CLI into kmod's or the shell's message.
+    Raised by the core and the sysfs layer (EINVAL, EBUSY, ENODEV, ...). An
+    OSError, so the FUSE bindings answer the failing system call with its
+    errno as they are; the CLI turns it into kmod's or the shell's message.
     """
 
     def __init__(self, code: int, detail: str = "") -> None:
         super().__init__(code, detail or os.strerror(code))
-        self.errno = code
         self.detail = detail
 
     @property

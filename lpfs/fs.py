@@ -1,22 +1,21 @@
-"""The thin FUSE adapter: fusepy callbacks routed onto ``sysfs.Tree``.
+"""The thin FUSE adapter: fusepy-API callbacks routed onto ``sysfs.Tree``.
 
 Only the operations sysfs answers are defined, so libfuse replies ENOSYS to
-the rest once and the kernel stops asking. Every callback turns a
-``KernelError`` into ``FuseOSError`` of the same errno; anything unexpected
-is logged and answered with EIO, so the daemon keeps serving.
+the rest once and the kernel stops asking. A ``KernelError`` is an OSError,
+which the bindings answer with its errno; anything unexpected is logged and
+answered with EIO, so the daemon keeps serving.
 """
 
 import errno
+import functools
 import itertools
 import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from fuse import FUSE, FuseOSError
-
-from .errors import KernelError
+from .binding import FUSE, FuseOSError
 from .sysfs import Handle, Tree
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,25 @@ def mount_options(allow_other: bool = False) -> dict[str, Any]:
     return options
 
 
+Op = TypeVar("Op", bound=Callable[..., Any])
+
+
+def errno_boundary(method: Op) -> Op:
+    """Let OSErrors through as their errno; log anything else and answer EIO."""
+
+    @functools.wraps(method)
+    def call(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except OSError:
+            raise
+        except Exception:
+            log.exception("unexpected failure in FUSE operation %s%r", method.__name__, args[1:])
+            raise FuseOSError(errno.EIO) from None
+
+    return call  # type: ignore[return-value]
+
+
 class LivepatchFS:
     """fusepy operations object; state lives in attributes no FUSE op is named after."""
 
@@ -56,15 +74,8 @@ class LivepatchFS:
         self._fh_counter = itertools.count(1)
 
     def __call__(self, op: str, *args: Any) -> Any:
-        try:
-            return getattr(self, op)(*args)
-        except KernelError as exc:
-            raise FuseOSError(exc.errno) from None
-        except FuseOSError:
-            raise
-        except Exception:
-            log.exception("unexpected failure in FUSE operation %s%r", op, args)
-            raise FuseOSError(errno.EIO) from None
+        # fusepy dispatches through here; mfusepy calls the methods directly.
+        return getattr(self, op)(*args)
 
     def _handle(self, fh: int) -> Handle:
         try:
@@ -79,69 +90,88 @@ class LivepatchFS:
 
     # -- callbacks -----------------------------------------------------------
 
+    @errno_boundary
     def init(self, path: str) -> None:
         self._on_init()
 
+    @errno_boundary
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         node = self._handles[fh].node if fh in self._handles else self._tree.lookup(path)
         return self._tree.stat(node)
 
+    @errno_boundary
     def readdir(self, path: str, fh: int) -> list[str]:
         node = self._tree.lookup(path)
         if not node.is_dir:
             raise FuseOSError(errno.ENOTDIR)
         return [".", "..", *self._tree.entries(node)]
 
+    @errno_boundary
     def open(self, path: str, flags: int) -> int:
         return self._new_handle(self._tree.open(path, flags))
 
+    @errno_boundary
     def create(self, path: str, mode: int) -> int:
         # kernfs directories have no create operation: O_CREAT of a new name.
         raise FuseOSError(errno.EACCES)
 
+    @errno_boundary
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return self._tree.read(self._handle(fh), size, offset)
 
+    @errno_boundary
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         return self._tree.write(self._handle(fh), data)
 
+    @errno_boundary
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         # kernfs accepts a size change and ignores it (echo > truncates first).
         if self._tree.lookup(path).is_dir:
             raise FuseOSError(errno.EISDIR)
 
+    @errno_boundary
     def chmod(self, path: str, mode: int) -> None:
         self._tree.setattr(path, mode=mode & 0o7777)
 
+    @errno_boundary
     def chown(self, path: str, uid: int, gid: int) -> None:
         # -1 leaves that id as it is.
         self._tree.setattr(path, uid=None if uid < 0 else uid, gid=None if gid < 0 else gid)
 
+    @errno_boundary
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         atime, mtime = times if times is not None else (time.time_ns(),) * 2
         self._tree.setattr(path, atime=int(atime), mtime=int(mtime))
 
+    @errno_boundary
     def release(self, path: str, fh: int) -> None:
         self._handles.pop(fh, None)
 
+    @errno_boundary
     def mknod(self, path: str, mode: int, dev: int) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @errno_boundary
     def mkdir(self, path: str, mode: int) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @errno_boundary
     def rmdir(self, path: str) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @errno_boundary
     def unlink(self, path: str) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @errno_boundary
     def rename(self, old: str, new: str) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @errno_boundary
     def symlink(self, target: str, source: str) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @errno_boundary
     def link(self, target: str, source: str) -> None:
         raise FuseOSError(errno.EPERM)
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fuse import FUSE, FuseOSError, fuse_get_context
-
 from . import control
+from .binding import FUSE, FuseOSError, fuse_get_context
 from .errors import ControlError
 from .klog import Record
 
@@ -84,18 +83,19 @@ class NsFiles:
         }
 
     def __call__(self, op: str, *args: Any) -> Any:
+        # fusepy dispatches through here; mfusepy calls the methods directly.
         method = getattr(self, op, None)
         if method is None:
             raise FuseOSError(errno.ENOSYS)
-        try:
-            return method(*args)
-        except ControlError:
-            raise FuseOSError(errno.EIO) from None
+        return method(*args)
 
     # -- talking to the daemon -------------------------------------------------
 
     def _call(self, cmd: str, **args: Any) -> Any:
-        reply = self._client.call(cmd, **args)
+        try:
+            reply = self._client.call(cmd, **args)
+        except ControlError:
+            raise FuseOSError(errno.EIO) from None
         if not reply.get("ok"):
             raise FuseOSError(reply.get("errno") or errno.EIO)
         return reply.get("data")
