@@ -131,7 +131,10 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old_umask)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="lpfs-control", daemon=True)
+        # A short poll interval: shutdown() waits for it at unmount.
+        thread = threading.Thread(
+            target=self.serve_forever, args=(0.02,), name="lpfs-control", daemon=True
+        )
         thread.start()
         return thread
 

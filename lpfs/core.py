@@ -955,7 +955,9 @@ class Core:
     # -- views ---------------------------------------------------------------
 
     def find_patch(self, name: str) -> Patch | None:
-        return next((patch for patch in self.patches if patch.name == name), None)
+        """The patch of the module ``name``: a module's patch is its until it is freed."""
+        module = self.modules.get(name)
+        return None if module is None else module.patch
 
     def stack_order(self, patch: Patch) -> int:
         """1-based position in klp_patches; past the end for an unlinked patch, as the kernel."""

@@ -26,7 +26,7 @@ import stat
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from . import params
@@ -150,9 +150,12 @@ def param_attr(module: Module, name: str) -> Attr | None:
     return Attr(name, param.mode, show=show, store=store)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Node:
-    """A resolved path: a directory with its entries, or an attribute of an owner."""
+    """A resolved path: a directory with its entries, or an attribute of an owner.
+
+    Made afresh by every lookup, so a node never outlives what it shows.
+    """
 
     owner: Owner | None
     created: float
@@ -224,7 +227,8 @@ class Tree:
             node = self._resolve(parts)
         if node is None:
             raise KernelError(errno.ENOENT)
-        return replace(node, path="/".join(parts))
+        node.path = "/".join(parts)
+        return node
 
     def _dir(
         self, owner: Owner | None, created: float, subdirs: list[str], files: list[str]
@@ -307,8 +311,9 @@ class Tree:
             kind, nlink, size = stat.S_IFREG, 1, PAGE_SIZE
         set_by_user = self._node_iattrs(node, create=False) or Iattrs()
         created = int(node.created * 1_000_000_000)
+        default_mode = 0o755 if node.attr is None else node.attr.mode
         return {
-            "st_mode": kind | self.mode(node),
+            "st_mode": kind | _first(set_by_user.mode, default_mode),
             "st_nlink": nlink,
             "st_size": size,
             "st_uid": _first(set_by_user.uid, self.uid),

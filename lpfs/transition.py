@@ -114,10 +114,20 @@ class Transition:
         """klp_try_complete_transition(): switch what can switch, then finish or requeue."""
         patch = self.patch
         assert patch is not None
-        checked = self._core.functions_to_check(patch, self.target)
+        target = self.target
+        checked = self._core.functions_to_check(patch, target)
         complete = True
         for task in self.source.tasks():
-            if self._try_switch(task, checked) is not None:
+            # The common case inline: a try walks every task of the system.
+            if task.patch_state == target:
+                continue
+            if task.idle or (
+                checked.isdisjoint(task.stack)
+                and (not task.unreliable or task.state == SchedState.RUNNING)
+            ):
+                task.pending = False
+                task.patch_state = target
+            elif self._try_switch(task, checked) is not None:
                 complete = False
         self.tries += 1
         if not complete:

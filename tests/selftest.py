@@ -8,6 +8,7 @@ the same filtering (lines with ``livepatch:`` or ``test_klp``, minus taint
 lines, timestamps stripped).
 """
 
+import difflib
 import json
 import os
 import time
@@ -107,4 +108,9 @@ class Selftest:
         return "\n".join(lines)
 
     def check_result(self, expected: str) -> None:
-        assert dedent(expected) == self.result()
+        """Compare the log since the canary with the expected text; a unified diff if not."""
+        wanted, result = dedent(expected), self.result()
+        diff = difflib.unified_diff(
+            wanted.splitlines(), result.splitlines(), "expected", "result", lineterm=""
+        )
+        assert wanted == result, "\n".join(diff)
