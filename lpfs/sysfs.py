@@ -25,9 +25,9 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, overload
 
 from . import params
 from .core import Core, KlpObject, Module, Patch
@@ -160,7 +160,7 @@ class Node:
     owner: Owner | None
     created: float
     attr: Attr | None = None
-    subdirs: tuple[str, ...] = ()
+    subdirs: Sequence[str] = ()
     files: tuple[str, ...] = ()
     path: str = ""
 
@@ -179,6 +179,32 @@ class Iattrs:
     atime: int | None = None  # nanoseconds, as utimensat(2) gives them
     mtime: int | None = None
     ctime: int | None = None
+
+
+class Names(Sequence[str]):
+    """The names of a collection, listed only when asked: a lookup through a directory of
+    many patches or modules needs just their count."""
+
+    def __init__(self, items: Collection[Any], name: Callable[[Any], str]) -> None:
+        self._items = items
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return list(self)[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([self._name(item) for item in self._items])
+
+
+def _patch_name(patch: Patch) -> str:
+    return patch.name
 
 
 def _first(value: int | None, default: int) -> int:
@@ -231,9 +257,9 @@ class Tree:
         return node
 
     def _dir(
-        self, owner: Owner | None, created: float, subdirs: list[str], files: list[str]
+        self, owner: Owner | None, created: float, subdirs: Sequence[str], files: list[str]
     ) -> Node:
-        return Node(owner, created, subdirs=tuple(subdirs), files=tuple(files))
+        return Node(owner, created, subdirs=subdirs, files=tuple(files))
 
     def _resolve(self, parts: list[str]) -> Node | None:
         core = self.core
@@ -246,14 +272,14 @@ class Tree:
             if parts[1] != "livepatch":
                 return None
             if depth == 2:
-                return self._dir(None, self.mounted, [p.name for p in core.patches], [])
+                return self._dir(None, self.mounted, Names(core.patches, _patch_name), [])
             patch = core.find_patch(parts[2])
             if patch is None:
                 return None
             return self._resolve_patch(patch, parts[3:])
         if parts[0] == "module":
             if depth == 1:
-                return self._dir(None, self.mounted, list(core.modules), [])
+                return self._dir(None, self.mounted, Names(core.modules, str), [])
             module = core.modules.get(parts[1])
             if module is None:
                 return None
@@ -354,9 +380,9 @@ class Tree:
                     setattr(iattrs, name, value)
             iattrs.ctime = time.time_ns()
 
-    @staticmethod
-    def entries(node: Node) -> list[str]:
-        return [*node.files, *node.subdirs]
+    def entries(self, node: Node) -> list[str]:
+        with self.core.lock:
+            return [*node.files, *node.subdirs]
 
     # -- file I/O ------------------------------------------------------------
 
