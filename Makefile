@@ -70,3 +70,7 @@ uninstall-system:
 	$(SUDO) rm -rf $(SYS_VENV)
 	$(SUDO) rm -f $(SYS_HELPER) $(SYS_UNIT)
 	@$(DAEMON_RELOAD)
+
+.PHONY: bench
+bench: deps
+	$(BIN)/python bench/run.py

@@ -41,6 +41,9 @@
 enum op { OP_READ, OP_STAT, OP_WRITE, OP_TRUNC, OP_READDIR, OP_MIXED };
 
 static const char *const op_names[] = {"read", "stat", "write", "trunc", "readdir", "mixed"};
+static const enum op mixed_ops[] = {OP_READ, OP_STAT, OP_WRITE, OP_READDIR};
+
+#define NR_MIXED (sizeof(mixed_ops) / sizeof(mixed_ops[0]))
 
 struct config {
 	enum op op;
@@ -173,7 +176,7 @@ static void run_worker(const struct config *cfg, int go_fd, int result_fd)
 	for (i = 0;; i++) {
 		if (cfg->count ? i >= cfg->count : now_ns() >= deadline)
 			break;
-		record(&res, cfg, do_op(cfg, cfg->op == OP_MIXED ? (enum op)(i % 4) : cfg->op));
+		record(&res, cfg, do_op(cfg, cfg->op == OP_MIXED ? mixed_ops[i % NR_MIXED] : cfg->op));
 	}
 	res.elapsed_ns = now_ns() - start;
 	if (write(result_fd, &res, sizeof(res)) != (ssize_t)sizeof(res))

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -44,8 +45,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fuse_binding() -> str:
+    """The fusepy-API module lpfs serves with, and its distribution's version."""
+    try:
+        from lpfs import binding
+
+        name = str(binding.NAME)
+    except ImportError:  # an lpfs that knows only fusepy
+        name = "fuse"
+    dist = {"fuse": "fusepy"}.get(name, name)
+    try:
+        return f"{dist} {metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return dist
+
+
 def host_info() -> dict[str, Any]:
-    fuse_module = sys.modules.get("fuse")
     return {
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -53,7 +68,7 @@ def host_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_mb": psutil.virtual_memory().total // (1 << 20),
         "lpfs_version": lpfs.__version__,
-        "fuse_binding": getattr(fuse_module, "__file__", None),
+        "fuse_binding": fuse_binding(),
     }
 
 

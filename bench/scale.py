@@ -83,9 +83,11 @@ def rss_growth(client: Path, daemon: LpfsDaemon, count: int, config: Config) -> 
     chunk = per_client * RSS_CLIENTS
     enabled = last_patch_dir(daemon, count) / "enabled"
     errors: dict[str, int] = {}
+    ok = expected = 0
     xs, ys = [], []
     for step in range(config.rss_samples + 1):
         one = run_client(client, "mixed", enabled, procs=RSS_CLIENTS, count=per_client)
+        ok, expected = ok + one.ok, expected + one.expected
         for name, n in one.errors.items():
             errors[name] = errors.get(name, 0) + n
         xs.append(step * chunk)
@@ -101,6 +103,8 @@ def rss_growth(client: Path, daemon: LpfsDaemon, count: int, config: Config) -> 
         "slope_kb_per_10k_ops": per_10k,
         "slope_stderr_kb": stderr_10k,
         "noise_kb_per_10k_ops": max(SLOPE_FLOOR_KB, SLOPE_SIGMAS * stderr_10k),
+        "ok": ok,
+        "expected": expected,
         "errors": errors,
     }
 

@@ -7,6 +7,7 @@ else fusepy (libfuse 2), which is the required dependency. ``LPFS_BINDING``
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 
@@ -28,3 +29,14 @@ FUSE = fuse.FUSE
 FuseOSError = fuse.FuseOSError
 fuse_get_context = fuse.fuse_get_context
 NAME = fuse.__name__
+
+
+def serve(operations: object, mountpoint: str, **options: object) -> None:
+    """FUSE() in the foreground until unmounted.
+
+    Operations objects keep a call operator for fusepy, which dispatches
+    through it; mfusepy calls their methods directly and would warn about it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The call operator", DeprecationWarning)
+        FUSE(operations, mountpoint, foreground=True, **options)

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .binding import FUSE, FuseOSError
+from . import binding
+from .binding import FuseOSError
 from .sysfs import Handle, Tree
 
 log = logging.getLogger(__name__)
@@ -184,10 +185,9 @@ def serve(
     threaded: bool = False,
 ) -> None:
     """Mount and serve until unmounted or signalled (SIGINT/SIGTERM unmount cleanly)."""
-    FUSE(
+    binding.serve(
         LivepatchFS(tree, on_init),
         os.fspath(mountpoint),
-        foreground=True,
         nothreads=not threaded,
         **mount_options(allow_other),
     )

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import control
-from .binding import FUSE, FuseOSError, fuse_get_context
+from . import binding, control
+from .binding import FuseOSError, fuse_get_context
 from .errors import ControlError
+from .fs import mount_options
 from .klog import Record
 
 # The /proc file each emulated show function fills.
@@ -259,18 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sysfs = Path(args.mount).absolute()
     ops = NsFiles(control.Client(control.socket_path(sysfs)), sysfs, Path(args.host_modules))
-    FUSE(
-        ops,
-        args.mountpoint,
-        foreground=True,
-        nothreads=True,
-        direct_io=True,
-        entry_timeout=0,
-        attr_timeout=0,
-        negative_timeout=0,
-        fsname="lpfs-ns",
-        subtype="lpfs-ns",
-    )
+    options = {**mount_options(), "fsname": "lpfs-ns", "subtype": "lpfs-ns"}
+    binding.serve(ops, args.mountpoint, nothreads=True, **options)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from . import cli, control, modfile
+from . import cli, control, elf, modfile, pack
 from .errors import ControlError, ModfileError
 from .klog import Record
 
@@ -146,13 +146,12 @@ def modinfo(argv: list[str]) -> int:
             code = 1
             continue
         try:
-            text, default = modfile.module_text(path)
-            definition = modfile.parse(text, str(path), default_name=default)
-        except (ModfileError, OSError, UnicodeDecodeError) as exc:
+            fields = _modinfo_fields(path)
+        except (ModfileError, OSError, UnicodeDecodeError, ValueError) as exc:
             print(f"modinfo: ERROR: could not get modinfo from '{target}': {exc}", file=sys.stderr)
             code = 1
             continue
-        for key, value in _modinfo_fields(path, definition):
+        for key, value in fields:
             if field is None:
                 print(f"{key + ':':<16}{value}")
             elif key == field:
@@ -160,17 +159,19 @@ def modinfo(argv: list[str]) -> int:
     return code
 
 
-def _modinfo_fields(path: Path, definition: modfile.ModuleDef) -> list[tuple[str, str]]:
+def _modinfo_fields(path: Path) -> list[tuple[str, str]]:
+    """What kmod's modinfo lists: the .modinfo strings of a .ko (or of the .ko that
+    `lpfs pack` would make of a module file), then the parameters."""
+    text, default = modfile.module_text(path)
+    definition = modfile.parse(text, str(path), default_name=default)
+    data = path.read_bytes()
+    raw = elf.sections(data).get(".modinfo", b"") if data.startswith(elf.MAGIC) else None
+    strings = (raw if raw is not None else pack.modinfo(definition)).split(b"\0")
     fields = [("filename", str(path.absolute()))]
-    if definition.livepatch:
-        fields.append(("livepatch", "Y"))
-    fields += [
-        ("license", "GPL"),
-        ("depends", ""),
-        ("retpoline", "Y"),
-        ("name", definition.name),
-        ("vermagic", f"{_release()} SMP preempt mod_unload "),
-    ]
+    for entry in strings:
+        key, sep, value = entry.decode(errors="replace").partition("=")
+        if sep:
+            fields.append((key, value))
     fields += [("parm", f"{p.name}:{p.type}") for p in definition.params]
     return fields
 
