@@ -18,6 +18,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST: Final = 4 << 20  # a module file travels inside a request
 REQUEST_TIMEOUT: Final = 10.0  # a client that stops mid-request is dropped
+CONNECT_PATIENCE: Final = 10.0  # how long a client waits for a busy daemon's backlog
 
 Reply = dict[str, Any]
 Handler = Callable[[dict[str, Any], Callable[[Reply], None]], Reply | None]
@@ -118,6 +120,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """The daemon's end: one thread per connection, one request per connection."""
 
     daemon_threads = True
+    request_queue_size = 128  # many test processes may knock at once
 
     def __init__(self, path: Path, handler: Handler) -> None:
         self.handler = handler
@@ -152,14 +155,24 @@ class Client:
         self.timeout = timeout
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(os.fspath(self.path))
-        except OSError as exc:
-            sock.close()
-            raise ControlError(f"no lpfs daemon answers at {self.path}: {exc.strerror}") from None
-        return sock
+        deadline = time.monotonic() + CONNECT_PATIENCE
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(os.fspath(self.path))
+                return sock
+            except BlockingIOError:
+                # The daemon's backlog is full: it is alive, just busy.
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise ControlError(f"the lpfs daemon at {self.path} is too busy") from None
+                time.sleep(0.01)
+            except OSError as exc:
+                sock.close()
+                raise ControlError(
+                    f"no lpfs daemon answers at {self.path}: {exc.strerror}"
+                ) from None
 
     def stream(self, cmd: str, **args: Any) -> Iterator[Reply]:
         """Send one request and yield every reply line until the daemon closes."""
