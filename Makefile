@@ -39,6 +39,11 @@ test: deps
 	$(BIN)/pytest -q
 	LPFS_BINDING=fusepy $(BIN)/pytest -q tests/fs/test_io.py
 
+# Outside CI: the concurrency run at ten times the size, then an hour's soak.
+stress: deps
+	LPFS_STRESS=10 $(BIN)/pytest -q tests/fs/test_concurrency.py
+	LPFS_STRESS=90 $(BIN)/pytest -q tests/fs/test_concurrency.py
+
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

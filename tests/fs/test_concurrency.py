@@ -38,10 +38,13 @@ from lpfs_fixtures import Mount, start_daemon, stop_daemon
 
 from lpfs import cli
 
+# `make stress` scales the run: LPFS_STRESS=10 is ten times the work and the
+# time, LPFS_STRESS=90 about an hour's soak.
+STRESS = float(os.environ.get("LPFS_STRESS", "1"))
 WORKERS = 16
-OPERATIONS = 1000
-WORK_SECONDS = 40.0
-HARD_TIMEOUT = 120.0
+OPERATIONS = int(1000 * STRESS)
+WORK_SECONDS = 40.0 * STRESS
+HARD_TIMEOUT = 120.0 * STRESS
 DRAIN_SECONDS = 15.0
 TASKS_PER_WORKER = 2
 IDLE_STACKS = ["schedule", "do_nanosleep", "ep_poll", "pipe_read"]
