@@ -72,21 +72,6 @@ READ_ONLY = [
 
 
 @pytest.fixture
-def lp(mnt: Mount) -> Mount:
-    """The mount with test_klp_livepatch loaded and its patching transition complete."""
-    mnt.insmod(LP)
-    return mnt
-
-
-@pytest.fixture
-def blocked(mnt: Mount) -> Mount:
-    """test_klp_livepatch stuck patching: a task sleeps in cmdline_proc_show."""
-    mnt.add_task(100, "cmdline_proc_show", state="uninterruptible")
-    mnt.insmod(LP)
-    return mnt
-
-
-@pytest.fixture
 def demo(mnt: Mount) -> Mount:
     """test_klp_callbacks_demo loaded; its object test_klp_callbacks_mod is not."""
     mnt.insmod(DEMO)

@@ -41,21 +41,6 @@ new_name = "livepatch_cmdline_proc_show"
 """
 
 
-@pytest.fixture
-def lp(mnt: Mount) -> Mount:
-    """The mount with test_klp_livepatch loaded and its patching transition complete."""
-    mnt.insmod(LP)
-    return mnt
-
-
-@pytest.fixture
-def blocked(mnt: Mount) -> Mount:
-    """test_klp_livepatch stuck patching: a task sleeps in cmdline_proc_show."""
-    mnt.add_task(100, "cmdline_proc_show", state="uninterruptible")
-    mnt.insmod(LP)
-    return mnt
-
-
 def module_file(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / f"{name}.toml"
     path.write_text(text)

@@ -32,13 +32,6 @@ TREE_OPERATIONS: list[tuple[str, Callable[[Path], object]]] = [
 
 
 @pytest.fixture
-def lp(mnt: Mount) -> Mount:
-    """The mount with test_klp_livepatch loaded and its patching transition complete."""
-    mnt.insmod(LP)
-    return mnt
-
-
-@pytest.fixture
 def blocked(mnt: Mount) -> Mount:
     """test_klp_syscall enabled, then test_klp_livepatch stuck in its patching transition."""
     mnt.insmod(OTHER)

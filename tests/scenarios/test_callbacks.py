@@ -1,18 +1,11 @@
 """test-callbacks.sh's cases: every callback line, in the kernel's order."""
 
-import pytest
-from lpfs_fixtures import Mount
 from selftest import Selftest
 
 LP = "test_klp_callbacks_demo"
 LP2 = "test_klp_callbacks_demo2"
 TARGET = "test_klp_callbacks_mod"
 BUSY = "test_klp_callbacks_busy"
-
-
-@pytest.fixture
-def klp(mnt: Mount) -> Selftest:
-    return Selftest(mnt)
 
 
 def test_target_module_before_livepatch(klp: Selftest) -> None:

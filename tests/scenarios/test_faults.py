@@ -8,11 +8,6 @@ LP = "test_klp_faulty"
 TARGET = "test_klp_callbacks_mod"
 
 
-@pytest.fixture
-def klp(mnt: Mount) -> Selftest:
-    return Selftest(mnt)
-
-
 def module_file(tmp_path, obj: str = "vmlinux", func: str = "cmdline_proc_show", **fault) -> str:
     """A livepatch of one function with a fault, written next to the test."""
     extra = "".join(

@@ -1,18 +1,11 @@
 """test-livepatch.sh's cases, minus the lines of /proc effects (the grep lines)."""
 
-import pytest
-from lpfs_fixtures import Mount
 from selftest import Selftest
 
 LP1 = "test_klp_livepatch"
 LP2 = "test_klp_syscall"
 LP3 = "test_klp_callbacks_demo"
 REPLACE = "test_klp_atomic_replace"
-
-
-@pytest.fixture
-def klp(mnt: Mount) -> Selftest:
-    return Selftest(mnt)
 
 
 def test_basic_function_patching(klp: Selftest) -> None:

@@ -1,17 +1,10 @@
 """test-state.sh's cases: klp states handed over between cumulative patches."""
 
-import pytest
-from lpfs_fixtures import Mount
 from selftest import Selftest
 
 LP = "test_klp_state"
 LP2 = "test_klp_state2"
 LP3 = "test_klp_state3"
-
-
-@pytest.fixture
-def klp(mnt: Mount) -> Selftest:
-    return Selftest(mnt)
 
 
 def test_system_state_modification(klp: Selftest) -> None:

@@ -1,7 +1,6 @@
 """test-sysfs.sh's cases: the rights and values of every attribute, and the log."""
 
 import pytest
-from lpfs_fixtures import Mount
 from selftest import Selftest
 
 LP = "test_klp_livepatch"
@@ -9,11 +8,6 @@ LP2 = "test_klp_callbacks_demo"
 LP3 = "test_klp_syscall"
 TARGET = "test_klp_callbacks_mod"
 REPLACE = "test_klp_atomic_replace"
-
-
-@pytest.fixture
-def klp(mnt: Mount) -> Selftest:
-    return Selftest(mnt)
 
 
 def test_sysfs_test(klp: Selftest) -> None:

@@ -13,11 +13,6 @@ LP = "test_klp_livepatch"
 OLD, NEW = "cmdline_proc_show", "livepatch_cmdline_proc_show"
 
 
-@pytest.fixture
-def klp(mnt: Mount) -> Selftest:
-    return Selftest(mnt)
-
-
 def transition(mnt: Mount, patch: str = LP) -> str:
     return mnt.read(f"kernel/livepatch/{patch}/transition").strip()
 
