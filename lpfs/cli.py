@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-import psutil
-
 from . import __version__, control, modfile, mounts, pack
 from .errors import ControlError, ModfileError
 from .klog import Record
@@ -208,6 +206,8 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def _wait_for_exit(pid: int, timeout: float) -> None:
+    import psutil  # only umount needs it: every other command starts faster without
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

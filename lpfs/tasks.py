@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Final, Protocol
 
-import psutil
-
 
 class PatchState(IntEnum):
     """A task's patch state (KLP_TRANSITION_IDLE/UNPATCHED/PATCHED)."""
@@ -194,6 +192,8 @@ def read_thread(pid: int, tid: int) -> ThreadInfo | None:
 
 def host_threads(exclude_pid: int) -> list[ThreadInfo]:
     """Every thread of this machine (psutil enumerates), but those of ``exclude_pid``."""
+    import psutil  # only host mode needs it: simulated daemons start faster without
+
     threads = []
     for pid in psutil.pids():
         if pid == exclude_pid:
