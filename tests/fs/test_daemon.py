@@ -54,8 +54,12 @@ def foreground(tmp_path: Path):
     yield start
     for proc, mnt in started:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()  # a clean exit, which also removes the daemon's socket
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if is_mounted(mnt):
             subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
 
