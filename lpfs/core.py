@@ -128,7 +128,8 @@ class Core(ModuleLoader):
     # -- reset ---------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every module and patch, and clear the log: a freshly booted kernel."""
+        """Forget every module and patch, clear the log, and put the sysctl and dynamic
+        debug back as they were: a freshly booted kernel."""
         with self.lock:
             for patch in self.patches:
                 patch.freed = True
@@ -145,7 +146,9 @@ class Core(ModuleLoader):
             self.engine.retry_queued = False
             self.tainted = 0
             self.legacy_forced = False
+            self.ftrace_enabled = True
             self.log.clear()
+            self.log.reset_dynamic_debug()
             self.changed.notify_all()
 
     # -- callbacks (core.h) --------------------------------------------------

@@ -73,7 +73,8 @@ class KernelLog:
         self._cond = threading.Condition()
         self._sink: TextIO | None = sink.open("a", encoding="utf-8") if sink else None
         # The pr_debug sites dynamic debug lets through.
-        self.debug_sites: set[dyndbg.Site] = set(dyndbg.DEFAULT_ON) if debug else set()
+        self._boot_sites = frozenset(dyndbg.DEFAULT_ON if debug else ())
+        self.debug_sites: set[dyndbg.Site] = set(self._boot_sites)
         self._debug_functions = {site.function for site in self.debug_sites}
 
     def printk(self, level: int, text: str, facility: int = 0) -> Record:
@@ -99,6 +100,12 @@ class KernelLog:
         """
         if function in self._debug_functions:
             self.printk(KERN_DEBUG, text)
+
+    def reset_dynamic_debug(self) -> None:
+        """The pr_debug sites as the daemon started with them."""
+        with self._cond:
+            self.debug_sites = set(self._boot_sites)
+            self._debug_functions = {site.function for site in self.debug_sites}
 
     def dyndbg_control(self, query: str | None = None) -> str:
         """Apply a dynamic_debug/control query (if given); the control file's text after it."""

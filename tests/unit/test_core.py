@@ -962,3 +962,17 @@ class TestKernelLog:
             "livepatch: 'lp_a': completing unpatching transition",
             "livepatch: 'lp_a': unpatching complete",
         ] == lines(core, seq)
+
+
+class TestReset:
+    """reset() is a freshly booted kernel, sysctl and dynamic debug included."""
+
+    def test_restores_ftrace_enabled_and_dynamic_debug(self, core):
+        """ftrace_enabled goes back to 1 and the pr_debug sites to their start-up set."""
+        core.set_ftrace_enabled(False)
+        before = core.log.dyndbg_control()
+        core.log.dyndbg_control("file kernel/livepatch/* -p")
+
+        core.reset()
+
+        assert (True, before) == (core.ftrace_enabled, core.log.dyndbg_control())
