@@ -33,10 +33,11 @@ run: deps
 	@mkdir -p $(MNT)
 	$(BIN)/lpfs mount $(MNT) --demo --follow-log
 
-# The suite runs on mfusepy (the default binding when installed); the fs I/O
-# tests run again on fusepy, the required fallback.
+# The suite runs on lpfs's own FUSE session (the default); the fs I/O tests
+# run again on the libfuse bindings: mfusepy, and fusepy, the required fallback.
 test: deps
 	$(BIN)/pytest -q
+	LPFS_BINDING=mfusepy $(BIN)/pytest -q tests/fs/test_io.py
 	LPFS_BINDING=fusepy $(BIN)/pytest -q tests/fs/test_io.py
 
 # Outside CI: the concurrency run at ten times the size, then an hour's soak.

@@ -67,6 +67,8 @@ class LivepatchFS:
     """fusepy operations object; state lives in attributes no FUSE op is named after."""
 
     use_ns = True
+    # The directories every mount has, whatever is loaded: safe for the kernel to cache.
+    stable_entries = frozenset({"/kernel", "/kernel/livepatch", "/module"})
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] = lambda: None) -> None:
         self._tree = tree
@@ -188,6 +190,6 @@ def serve(
     binding.serve(
         LivepatchFS(tree, on_init),
         os.fspath(mountpoint),
-        nothreads=not threaded,
+        threaded=threaded,
         **mount_options(allow_other),
     )

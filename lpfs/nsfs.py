@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     sysfs = Path(args.mount).absolute()
     ops = NsFiles(control.Client(control.socket_path(sysfs)), sysfs, Path(args.host_modules))
     options = {**mount_options(), "fsname": "lpfs-ns", "subtype": "lpfs-ns"}
-    binding.serve(ops, args.mountpoint, nothreads=True, **options)
+    binding.serve(ops, args.mountpoint, **options)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,648 @@
+"""The FUSE kernel protocol, spoken directly over /dev/fuse.
+
+A binding with fusepy's interface (``FUSE``, ``FuseOSError``,
+``fuse_get_context``) that serves the same path-based operations object
+without libfuse: each request is one ``os.read`` of the device, a struct
+unpack, a call into the operations object and one ``os.write``. Through
+libfuse and ctypes every request also crosses a C-to-Python callback and the
+binding's generic wrappers, which cost more than lpfs's own work; here the
+kernel talks to Python directly.
+
+It behaves as libfuse 2's high-level API does for the operations lpfs uses:
+node ids stand for paths (``st_ino`` is the node id), a missing operation is
+ENOSYS (so the kernel stops sending flush, access and xattr requests), a
+directory is listed once per open and served by offset, SIGINT/SIGTERM/SIGHUP
+unmount, and the mount is made with mount(2) as root or through
+``fusermount`` otherwise. Single-threaded: requests are answered in order.
+
+One addition: names the operations object lists in ``stable_entries`` (paths
+that exist as long as the mount) are answered with a long entry timeout, so
+the kernel walks through them without asking; every other name, and every
+attribute, follows the mount's timeouts.
+"""
+
+import ctypes
+import errno
+import logging
+import os
+import re
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any, Final
+
+log = logging.getLogger(__name__)
+
+
+class FuseOSError(OSError):
+    def __init__(self, code: int) -> None:
+        super().__init__(code, os.strerror(code))
+
+
+# (uid, gid, pid) of the request being answered: one slot, as requests are answered in turn.
+_context: list[tuple[int, int, int]] = [(0, 0, 0)]
+
+
+def fuse_get_context() -> tuple[int, int, int]:
+    """(uid, gid, pid) of the process whose request is being answered."""
+    return _context[0]
+
+
+# Opcodes (include/uapi/linux/fuse.h).
+LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
+MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE = 8, 9, 10, 11, 12, 13, 14, 15, 16
+STATFS, RELEASE, INIT, OPENDIR, READDIR, RELEASEDIR = 17, 18, 26, 27, 28, 29
+CREATE, INTERRUPT, DESTROY, BATCH_FORGET, RENAME2 = 35, 36, 38, 42, 45
+NO_REPLY: Final = frozenset({FORGET, BATCH_FORGET, INTERRUPT})
+
+KERNEL_VERSION: Final = 7
+MINOR_VERSION: Final = 31  # the structures below are this minor's
+ASYNC_READ: Final = 1 << 0
+FOPEN_DIRECT_IO: Final = 1 << 0
+GETATTR_FH: Final = 1 << 0
+FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
+FATTR_ATIME_NOW, FATTR_MTIME_NOW = 1 << 7, 1 << 8
+MAX_WRITE: Final = 128 * 1024
+BUFFER_SIZE: Final = MAX_WRITE + 4096  # a write request's header and data
+ROOT_ID: Final = 1
+UNKNOWN_INO: Final = 0xFFFFFFFF  # what libfuse puts in d_ino without use_ino
+NSEC: Final = 1_000_000_000
+STABLE_TIMEOUT: Final = (86400, 0)  # entry_valid of a name that never goes away
+
+IN_HEADER: Final = struct.Struct("<IIQQIII")  # len, opcode, unique, nodeid, uid, gid, pid
+OUT_HEADER: Final = struct.Struct("<IiQ")
+_ATTR: Final = "QQQQQQIIIIIIIIII"
+ENTRY_OUT: Final = struct.Struct("<IiQQQQQII" + _ATTR)
+ATTR_OUT: Final = struct.Struct("<IiQQII" + _ATTR)
+OPEN_OUT: Final = struct.Struct("<IiQQII")
+WRITE_OUT: Final = struct.Struct("<IiQII")
+STATFS_OUT: Final = struct.Struct("<IiQQQQQQIIII24x")
+INIT_IN: Final = struct.Struct("<IIII")
+INIT_OUT: Final = struct.Struct("<IiQIIIIHHIIHHII24x")
+GETATTR_IN: Final = struct.Struct("<IIQ")
+SETATTR_IN: Final = struct.Struct("<I4xQQQQQQIIII4xII")
+OPEN_IN: Final = struct.Struct("<II")
+RW_IN: Final = struct.Struct("<QQI")  # fh, offset, size of read_in and write_in
+WRITE_IN_SIZE: Final = 40
+RELEASE_IN: Final = struct.Struct("<Q")
+FORGET_IN: Final = struct.Struct("<Q")
+BATCH_FORGET_IN: Final = struct.Struct("<I4x")
+FORGET_ONE: Final = struct.Struct("<QQ")
+CREATE_IN: Final = struct.Struct("<II8x")
+MKNOD_IN: Final = struct.Struct("<II8x")
+MKDIR_IN: Final = struct.Struct("<I4x")
+RENAME_IN: Final = struct.Struct("<Q")
+RENAME2_IN: Final = struct.Struct("<QI4x")
+LINK_IN: Final = struct.Struct("<Q")
+DIRENT: Final = struct.Struct("<QQII")
+
+MS_NOSUID, MS_NODEV, MNT_DETACH = 0x2, 0x4, 0x2
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to leave a read of the device."""
+
+
+def _names(data: bytes, start: int) -> list[str]:
+    """The NUL-terminated names of a request body."""
+    return [os.fsdecode(name) for name in data[start:].split(b"\0")[:-1]]
+
+
+class _Node:
+    __slots__ = ("lookups", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lookups = 0
+
+
+class _Dir:
+    __slots__ = ("entries", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: bytes | None = None
+
+
+class Session:
+    """One mount: the device, the node table, and the request loop."""
+
+    def __init__(self, operations: Any, mountpoint: str, options: dict[str, Any]) -> None:
+        self.ops = operations
+        self.mountpoint = os.path.abspath(mountpoint)
+        self.options = options
+        self.use_ns = bool(getattr(operations, "use_ns", False))
+        self.entry_timeout = _seconds(options.get("entry_timeout", 1.0))
+        self.attr_timeout = _seconds(options.get("attr_timeout", 1.0))
+        # Names that exist as long as the mount: the kernel may keep them cached.
+        self.stable: frozenset[str] = frozenset(getattr(operations, "stable_entries", ()))
+        self.open_flags = FOPEN_DIRECT_IO if options.get("direct_io") else 0
+        self.nodes: dict[int, _Node] = {ROOT_ID: _Node("/")}
+        self.node_ids: dict[str, int] = {"/": ROOT_ID}
+        self.next_node_id = ROOT_ID + 1
+        self.dirs: dict[int, _Dir] = {}
+        self.next_dir = 1
+        self.fd = -1
+        self.stopping = False
+        self.idle = False
+        self.handlers: list[Callable[[int, int, bytes], bytes | None] | None] = [None] * 64
+        for opcode, handler in self._table().items():
+            self.handlers[opcode] = handler
+
+    def _table(self) -> dict[int, Callable[[int, int, bytes], bytes | None]]:
+        return {
+            INIT: self._init,
+            DESTROY: self._destroy,
+            LOOKUP: self._lookup,
+            FORGET: self._forget,
+            BATCH_FORGET: self._batch_forget,
+            GETATTR: self._getattr,
+            SETATTR: self._setattr,
+            OPEN: self._open,
+            READ: self._read,
+            WRITE: self._write,
+            RELEASE: self._release,
+            OPENDIR: self._opendir,
+            READDIR: self._readdir,
+            RELEASEDIR: self._releasedir,
+            STATFS: self._statfs,
+            READLINK: self._readlink,
+            CREATE: self._create,
+            MKNOD: self._mknod,
+            MKDIR: self._mkdir,
+            UNLINK: self._unlink,
+            RMDIR: self._rmdir,
+            RENAME: self._rename,
+            RENAME2: self._rename2,
+            SYMLINK: self._symlink,
+            LINK: self._link,
+            INTERRUPT: _ignore,
+        }
+
+    # -- mounting ------------------------------------------------------------
+
+    def mount(self) -> None:
+        fsname = str(self.options.get("fsname", "lpfs"))
+        subtype = str(self.options.get("subtype", ""))
+        flags = [f for f in ("allow_other", "default_permissions") if self.options.get(f)]
+        if os.geteuid() == 0:
+            self.fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+            data = (
+                f"fd={self.fd},rootmode={stat.S_IFDIR:o},"
+                f"user_id={os.getuid()},group_id={os.getgid()}"
+            )
+            fstype = f"fuse.{subtype}" if subtype else "fuse"
+            _libc_call(
+                "mount",
+                fsname,
+                self.mountpoint,
+                fstype,
+                MS_NOSUID | MS_NODEV,
+                ",".join([data, *flags]),
+            )
+        else:
+            opts = [f"fsname={fsname}", *([f"subtype={subtype}"] if subtype else []), *flags]
+            self.fd = _fusermount(self.mountpoint, ",".join(opts))
+
+    def unmount(self) -> None:
+        """Close the device (ending the connection), then detach the mount if still there."""
+        if self.fd < 0:
+            return
+        os.close(self.fd)
+        self.fd = -1
+        if not _mounted_here(self.mountpoint):
+            return
+        if os.geteuid() == 0:
+            try:
+                _libc_call("umount2", self.mountpoint, MNT_DETACH)
+            except OSError as exc:
+                log.warning("unmounting %s: %s", self.mountpoint, exc.strerror)
+        else:
+            subprocess.run(
+                ["fusermount", "-u", "-q", "-z", "--", self.mountpoint],
+                check=False,
+                capture_output=True,
+            )
+
+    # -- the loop ------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Mount, answer requests until unmounted or signalled, unmount."""
+        previous = self._catch_signals()
+        try:
+            self.mount()
+            self._loop()
+        except _Stop:
+            pass
+        finally:
+            self.unmount()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if hasattr(self.ops, "destroy"):
+            self.ops.destroy("/")
+
+    def _catch_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                    previous[signum] = signal.signal(signum, self._on_signal)
+            previous[signal.SIGPIPE] = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        except ValueError:  # not the main thread: the caller handles signals
+            pass
+        return previous
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if self.idle:  # blocked reading the device: leave the read now
+            raise _Stop
+
+    def _loop(self) -> None:
+        fd = self.fd
+        read, write = os.read, os.write
+        unpack = IN_HEADER.unpack_from
+        handlers = self.handlers
+        while not self.stopping:
+            self.idle = True
+            try:
+                request = read(fd, BUFFER_SIZE)
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:  # unmounted
+                    return
+                if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # interrupted
+                    continue
+                raise
+            finally:
+                self.idle = False
+            _length, opcode, unique, nodeid, uid, gid, pid = unpack(request)
+            _context[0] = (uid, gid, pid)
+            handler = handlers[opcode] if opcode < 64 else None
+            if handler is None:
+                reply: bytes | None = OUT_HEADER.pack(16, -errno.ENOSYS, unique)
+            else:
+                try:
+                    reply = handler(unique, nodeid, request)
+                except OSError as exc:
+                    code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
+                    reply = OUT_HEADER.pack(16, -code, unique)
+                except Exception:
+                    log.exception("unexpected failure answering FUSE opcode %d", opcode)
+                    reply = OUT_HEADER.pack(16, -errno.EIO, unique)
+            if reply is None:
+                continue
+            try:
+                write(fd, reply)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # ENOENT: the request was interrupted
+                    raise
+
+    # -- nodes ---------------------------------------------------------------
+
+    def _path(self, nodeid: int) -> str:
+        try:
+            return self.nodes[nodeid].path
+        except KeyError:
+            raise FuseOSError(errno.ENOENT) from None
+
+    def _child(self, parent: int, name: str) -> str:
+        base = self._path(parent)
+        return "/" + name if base == "/" else f"{base}/{name}"
+
+    def _remember(self, path: str) -> int:
+        nodeid = self.node_ids.get(path)
+        if nodeid is None:
+            nodeid = self.next_node_id
+            self.next_node_id += 1
+            self.node_ids[path] = nodeid
+            self.nodes[nodeid] = _Node(path)
+        self.nodes[nodeid].lookups += 1
+        return nodeid
+
+    def _drop(self, nodeid: int, count: int) -> None:
+        node = self.nodes.get(nodeid)
+        if node is None or nodeid == ROOT_ID:
+            return
+        node.lookups -= count
+        if node.lookups <= 0:
+            del self.nodes[nodeid]
+            if self.node_ids.get(node.path) == nodeid:
+                del self.node_ids[node.path]
+
+    def _attr(self, nodeid: int, attrs: dict[str, Any]) -> tuple[int, ...]:
+        """fuse_attr fields from a fusepy-style stat dict."""
+        get = attrs.get
+        atime, atime_ns = self._time(get("st_atime", 0))
+        mtime, mtime_ns = self._time(get("st_mtime", 0))
+        ctime, ctime_ns = self._time(get("st_ctime", 0))
+        size = get("st_size", 0)
+        return (
+            nodeid, size, get("st_blocks", (size + 511) // 512),
+            atime, mtime, ctime, atime_ns, mtime_ns, ctime_ns,
+            get("st_mode", 0), get("st_nlink", 1), get("st_uid", 0), get("st_gid", 0),
+            get("st_rdev", 0), get("st_blksize", 0), 0,
+        )  # fmt: skip
+
+    def _time(self, value: float) -> tuple[int, int]:
+        if self.use_ns:
+            return divmod(int(value), NSEC)
+        seconds = int(value)
+        return seconds, int((value - seconds) * NSEC)
+
+    def _entry(self, unique: int, path: str, attrs: dict[str, Any]) -> bytes:
+        nodeid = self._remember(path)
+        valid, valid_ns = STABLE_TIMEOUT if path in self.stable else self.entry_timeout
+        attr_valid, attr_valid_ns = self.attr_timeout
+        return ENTRY_OUT.pack(
+            ENTRY_OUT.size, 0, unique, nodeid, 0, valid, attr_valid, valid_ns, attr_valid_ns,
+            *self._attr(nodeid, attrs),
+        )  # fmt: skip
+
+    def _attr_reply(self, unique: int, nodeid: int, attrs: dict[str, Any]) -> bytes:
+        valid, valid_ns = self.attr_timeout
+        return ATTR_OUT.pack(
+            ATTR_OUT.size, 0, unique, valid, valid_ns, 0, *self._attr(nodeid, attrs)
+        )
+
+    def _op(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.ops, name, None)
+        if method is None:
+            raise FuseOSError(errno.ENOSYS)
+        return method  # type: ignore[no-any-return]
+
+    # -- requests ------------------------------------------------------------
+
+    def _init(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        major, minor, max_readahead, flags = INIT_IN.unpack_from(request, 40)
+        if major != KERNEL_VERSION:
+            raise FuseOSError(errno.EPROTO)
+        reply = INIT_OUT.pack(
+            INIT_OUT.size, 0, unique, KERNEL_VERSION, min(minor, MINOR_VERSION),
+            max_readahead, flags & ASYNC_READ, 0, 0, MAX_WRITE, 0, 0, 0, 0, 0,
+        )  # fmt: skip
+        # The kernel takes the mount as ready on this reply: answer before init runs.
+        os.write(self.fd, reply)
+        if hasattr(self.ops, "init"):
+            self.ops.init("/")
+        return None  # type: ignore[return-value]
+
+    def _destroy(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        self.stopping = True
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _lookup(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        path = self._child(nodeid, os.fsdecode(request[40:-1]))
+        return self._entry(unique, path, self.ops.getattr(path, None))
+
+    def _forget(self, unique: int, nodeid: int, request: bytes) -> None:
+        self._drop(nodeid, FORGET_IN.unpack_from(request, 40)[0])
+
+    def _batch_forget(self, unique: int, nodeid: int, request: bytes) -> None:
+        (count,) = BATCH_FORGET_IN.unpack_from(request, 40)
+        for index in range(count):
+            self._drop(*FORGET_ONE.unpack_from(request, 48 + index * FORGET_ONE.size))
+
+    def _getattr(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        flags, _, fh = GETATTR_IN.unpack_from(request, 40)
+        attrs = self.ops.getattr(self._path(nodeid), fh if flags & GETATTR_FH else None)
+        return self._attr_reply(unique, nodeid, attrs)
+
+    def _setattr(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (valid, fh, size, _owner, atime, mtime, _ctime, atime_ns, mtime_ns, _ctime_ns,
+         mode, uid, gid) = SETATTR_IN.unpack_from(request, 40)  # fmt: skip
+        path = self._path(nodeid)
+        handle = fh if valid & FATTR_FH else None
+        if valid & FATTR_MODE:
+            self._op("chmod")(path, mode)
+        if valid & (FATTR_UID | FATTR_GID):
+            self._op("chown")(
+                path, uid if valid & FATTR_UID else -1, gid if valid & FATTR_GID else -1
+            )
+        if valid & FATTR_SIZE:
+            self._op("truncate")(path, size, handle)
+        if valid & (FATTR_ATIME | FATTR_MTIME):
+            times = self._times(path, valid, (atime, atime_ns), (mtime, mtime_ns))
+            self._op("utimens")(path, times)
+        return self._attr_reply(unique, nodeid, self.ops.getattr(path, handle))
+
+    def _times(
+        self, path: str, valid: int, atime: tuple[int, int], mtime: tuple[int, int]
+    ) -> tuple[float, float]:
+        """utimens' (atime, mtime): a time not being set keeps its current value."""
+        current = self.ops.getattr(path, None)
+        now = time.time_ns() if self.use_ns else time.time()
+
+        def pick(bit: int, now_bit: int, given: tuple[int, int], key: str) -> float:
+            if valid & now_bit:
+                return now
+            if valid & bit:
+                seconds, nanos = given
+                return seconds * NSEC + nanos if self.use_ns else seconds + nanos / NSEC
+            return current.get(key, 0)  # type: ignore[no-any-return]
+
+        return (
+            pick(FATTR_ATIME, FATTR_ATIME_NOW, atime, "st_atime"),
+            pick(FATTR_MTIME, FATTR_MTIME_NOW, mtime, "st_mtime"),
+        )
+
+    def _open(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (flags,) = OPEN_IN.unpack_from(request, 40)[:1]
+        fh = self.ops.open(self._path(nodeid), flags)
+        return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, fh, self.open_flags, 0)
+
+    def _read(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        fh, offset, size = RW_IN.unpack_from(request, 40)
+        data = self.ops.read(self._path(nodeid), size, offset, fh)
+        return OUT_HEADER.pack(16 + len(data), 0, unique) + data
+
+    def _write(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        fh, offset, size = RW_IN.unpack_from(request, 40)
+        data = request[WRITE_IN_SIZE + 40 : WRITE_IN_SIZE + 40 + size]
+        written = self.ops.write(self._path(nodeid), data, offset, fh)
+        return WRITE_OUT.pack(WRITE_OUT.size, 0, unique, written, 0)
+
+    def _release(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (fh,) = RELEASE_IN.unpack_from(request, 40)
+        if hasattr(self.ops, "release"):
+            self.ops.release(self.nodes[nodeid].path if nodeid in self.nodes else None, fh)
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _opendir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        handle = self.next_dir
+        self.next_dir += 1
+        self.dirs[handle] = _Dir(self._path(nodeid))
+        return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, 0, 0)
+
+    def _readdir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        fh, offset, size = RW_IN.unpack_from(request, 40)
+        directory = self.dirs.get(fh)
+        if directory is None:
+            raise FuseOSError(errno.EBADF)
+        if offset == 0 or directory.entries is None:
+            directory.entries = _dirents(self.ops.readdir(directory.path, 0))
+        entries = directory.entries
+        # Offsets are byte positions in the packed listing; a reply ends on an entry.
+        end = offset
+        while end < len(entries):
+            (_ino, _off, namelen, _type) = DIRENT.unpack_from(entries, end)
+            following = end + (DIRENT.size + namelen + 7) // 8 * 8
+            if following - offset > size:
+                break
+            end = following
+        return OUT_HEADER.pack(16 + end - offset, 0, unique) + entries[offset:end]
+
+    def _releasedir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (fh,) = RELEASE_IN.unpack_from(request, 40)
+        self.dirs.pop(fh, None)
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _statfs(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        if hasattr(self.ops, "statfs"):
+            fields = self.ops.statfs(self._path(nodeid))
+        else:  # libfuse's answer for a filesystem without statfs
+            fields = {"f_bsize": 512, "f_namemax": 255}
+        get = fields.get
+        return STATFS_OUT.pack(
+            STATFS_OUT.size, 0, unique,
+            get("f_blocks", 0), get("f_bfree", 0), get("f_bavail", 0),
+            get("f_files", 0), get("f_ffree", 0),
+            get("f_bsize", 512), get("f_namemax", 255), get("f_frsize", 0), 0,
+        )  # fmt: skip
+
+    def _readlink(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        target = os.fsencode(self._op("readlink")(self._path(nodeid)))
+        return OUT_HEADER.pack(16 + len(target), 0, unique) + target
+
+    def _create(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        _flags, mode = CREATE_IN.unpack_from(request, 40)
+        path = self._child(nodeid, _names(request, 40 + CREATE_IN.size)[0])
+        fh = self._op("create")(path, mode)
+        entry = self._entry(unique, path, self.ops.getattr(path, fh))
+        opened = OPEN_OUT.pack(0, 0, 0, fh, self.open_flags, 0)[16:]
+        return struct.pack("<I", len(entry) + len(opened)) + entry[4:] + opened
+
+    def _mknod(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        mode, rdev = MKNOD_IN.unpack_from(request, 40)
+        path = self._child(nodeid, _names(request, 40 + MKNOD_IN.size)[0])
+        if stat.S_ISREG(mode) and hasattr(self.ops, "create"):  # as libfuse does
+            fh = self.ops.create(path, mode)
+            if hasattr(self.ops, "release"):
+                self.ops.release(path, fh)
+        else:
+            self._op("mknod")(path, mode, rdev)
+        return self._entry(unique, path, self.ops.getattr(path, None))
+
+    def _mkdir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (mode,) = MKDIR_IN.unpack_from(request, 40)
+        path = self._child(nodeid, _names(request, 40 + MKDIR_IN.size)[0])
+        self._op("mkdir")(path, mode)
+        return self._entry(unique, path, self.ops.getattr(path, None))
+
+    def _unlink(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        self._op("unlink")(self._child(nodeid, _names(request, 40)[0]))
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _rmdir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        self._op("rmdir")(self._child(nodeid, _names(request, 40)[0]))
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _rename(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (newdir,) = RENAME_IN.unpack_from(request, 40)
+        return self._rename_names(unique, nodeid, newdir, _names(request, 40 + RENAME_IN.size))
+
+    def _rename2(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        newdir, flags = RENAME2_IN.unpack_from(request, 40)
+        if flags:
+            raise FuseOSError(errno.EINVAL)
+        return self._rename_names(unique, nodeid, newdir, _names(request, 40 + RENAME2_IN.size))
+
+    def _rename_names(self, unique: int, old: int, new: int, names: list[str]) -> bytes:
+        self._op("rename")(self._child(old, names[0]), self._child(new, names[1]))
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _symlink(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        name, target = _names(request, 40)
+        path = self._child(nodeid, name)
+        self._op("symlink")(path, target)
+        return self._entry(unique, path, self.ops.getattr(path, None))
+
+    def _link(self, unique: int, nodeid: int, request: bytes) -> bytes:
+        (old,) = LINK_IN.unpack_from(request, 40)
+        path = self._child(nodeid, _names(request, 40 + LINK_IN.size)[0])
+        self._op("link")(path, self._path(old))
+        return self._entry(unique, path, self.ops.getattr(path, None))
+
+
+def _ignore(unique: int, nodeid: int, request: bytes) -> None:
+    return None
+
+
+def _dirents(listing: Iterable[Any]) -> bytes:
+    """fuse_dirent records for readdir's names (or fusepy's (name, attrs, offset) tuples)."""
+    records = []
+    position = 0
+    for item in listing:
+        name = os.fsencode(item if isinstance(item, str) else item[0])
+        attrs = None if isinstance(item, str) else item[1]
+        kind = stat.S_IFMT(attrs.get("st_mode", 0)) >> 12 if attrs else 0
+        padded = (DIRENT.size + len(name) + 7) // 8 * 8
+        position += padded
+        record = DIRENT.pack(UNKNOWN_INO, position, len(name), kind) + name
+        records.append(record.ljust(padded, b"\0"))
+    return b"".join(records)
+
+
+def _seconds(value: float) -> tuple[int, int]:
+    whole = int(value)
+    return whole, int((value - whole) * NSEC)
+
+
+def _libc_call(name: str, *args: object) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    encoded = [os.fsencode(a) if isinstance(a, str) else a for a in args]
+    if getattr(libc, name)(*encoded) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{name}: {os.strerror(code)}")
+
+
+def _fusermount(mountpoint: str, options: str) -> int:
+    """Mount through the setuid fusermount, which passes back the device's fd."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        env = {**os.environ, "_FUSE_COMMFD": str(theirs.fileno())}
+        result = subprocess.run(
+            ["fusermount", "-o", options, "--", mountpoint],
+            env=env,
+            pass_fds=(theirs.fileno(),),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip() or "fusermount failed")
+        _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
+    if not fds:
+        raise RuntimeError("fusermount passed no file descriptor")
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def _mounted_here(mountpoint: str) -> bool:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+        for line in mounts:
+            field = line.split()[4]
+            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field) == mountpoint:
+                return True
+    return False
+
+
+def FUSE(operations: Any, mountpoint: str, **options: Any) -> None:
+    """Serve ``operations`` at ``mountpoint`` until unmounted (fusepy's call shape)."""
+    options.pop("foreground", None)
+    options.pop("nothreads", None)
+    Session(operations, mountpoint, options).serve()
