@@ -67,8 +67,11 @@ class LivepatchFS:
     """fusepy operations object; state lives in attributes no FUSE op is named after."""
 
     use_ns = True
-    # The directories every mount has, whatever is loaded: safe for the kernel to cache.
-    stable_entries = frozenset({"/kernel", "/kernel/livepatch", "/module"})
+    # Attributes are never cached (zero timeouts) and every call resolves its path
+    # afresh, so the native session may let the kernel cache names.
+    cache_names = True
+    # open() ignores O_TRUNC as kernfs ignores the size change `echo >` makes.
+    atomic_o_trunc = True
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] = lambda: None) -> None:
         self._tree = tree

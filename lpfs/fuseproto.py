@@ -15,12 +15,17 @@ directory is listed once per open and served by offset, SIGINT/SIGTERM/SIGHUP
 unmount, and the mount is made with mount(2) as root or through
 ``fusermount`` otherwise. Single-threaded: requests are answered in order.
 
-One addition: names the operations object lists in ``stable_entries`` (paths
-that exist as long as the mount) are answered with a long entry timeout, so
-the kernel walks through them without asking; every other name, and every
-attribute, follows the mount's timeouts.
+Names may be cached where that cannot show a stale state. An operations
+object with ``cache_names`` (lpfs's own, which mounts with attribute timeouts
+of zero) gets a long entry timeout on every name it resolves, so a path walk
+asks nothing for names the kernel has seen. Every call still reaches the
+operations object with its path, resolved afresh: stat (attributes are never
+cached), open, opendir, access, the xattr calls, and create, mkdir, rename
+and the rest, which check their parent first. A freed directory is therefore
+ENOENT at once through a cached name, as it would be after a fresh lookup.
 """
 
+import bisect
 import ctypes
 import errno
 import logging
@@ -32,7 +37,7 @@ import stat
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
@@ -56,14 +61,15 @@ def fuse_get_context() -> tuple[int, int, int]:
 # Opcodes (include/uapi/linux/fuse.h).
 LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
 MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE = 8, 9, 10, 11, 12, 13, 14, 15, 16
-STATFS, RELEASE, INIT, OPENDIR, READDIR, RELEASEDIR = 17, 18, 26, 27, 28, 29
-CREATE, INTERRUPT, DESTROY, BATCH_FORGET, RENAME2 = 35, 36, 38, 42, 45
+STATFS, RELEASE, SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR = 17, 18, 21, 22, 23, 24
+INIT, OPENDIR, READDIR, RELEASEDIR, ACCESS, CREATE, INTERRUPT = 26, 27, 28, 29, 34, 35, 36
+DESTROY, BATCH_FORGET, RENAME2 = 38, 42, 45
 NO_REPLY: Final = frozenset({FORGET, BATCH_FORGET, INTERRUPT})
 
 KERNEL_VERSION: Final = 7
 MINOR_VERSION: Final = 31  # the structures below are this minor's
-ASYNC_READ: Final = 1 << 0
-FOPEN_DIRECT_IO: Final = 1 << 0
+ASYNC_READ, ATOMIC_O_TRUNC, PARALLEL_DIROPS = 1 << 0, 1 << 3, 1 << 18
+FOPEN_DIRECT_IO, FOPEN_PARALLEL_DIRECT_WRITES = 1 << 0, 1 << 6
 GETATTR_FH: Final = 1 << 0
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
@@ -73,7 +79,8 @@ BUFFER_SIZE: Final = MAX_WRITE + 4096  # a write request's header and data
 ROOT_ID: Final = 1
 UNKNOWN_INO: Final = 0xFFFFFFFF  # what libfuse puts in d_ino without use_ino
 NSEC: Final = 1_000_000_000
-STABLE_TIMEOUT: Final = (86400, 0)  # entry_valid of a name that never goes away
+MAX_LISTINGS: Final = 256  # packed directory listings kept for reuse
+NAME_TIMEOUT: Final = (86400, 0)  # entry_valid of a name when names may be cached
 
 IN_HEADER: Final = struct.Struct("<IIQQIII")  # len, opcode, unique, nodeid, uid, gid, pid
 OUT_HEADER: Final = struct.Struct("<IiQ")
@@ -86,6 +93,9 @@ STATFS_OUT: Final = struct.Struct("<IiQQQQQQIIII24x")
 INIT_IN: Final = struct.Struct("<IIII")
 INIT_OUT: Final = struct.Struct("<IiQIIIIHHIIHHII24x")
 GETATTR_IN: Final = struct.Struct("<IIQ")
+GETXATTR_IN: Final = struct.Struct("<I4x")  # size; the name follows
+GETXATTR_OUT: Final = struct.Struct("<IiQI4x")
+ACCESS_IN: Final = struct.Struct("<I4x")
 SETATTR_IN: Final = struct.Struct("<I4xQQQQQQIIII4xII")
 OPEN_IN: Final = struct.Struct("<II")
 RW_IN: Final = struct.Struct("<QQI")  # fh, offset, size of read_in and write_in
@@ -109,9 +119,9 @@ class _Stop(Exception):
     """Raised by the signal handler to leave a read of the device."""
 
 
-def _names(data: bytes, start: int) -> list[str]:
+def _names(request: memoryview, start: int) -> list[str]:
     """The NUL-terminated names of a request body."""
-    return [os.fsdecode(name) for name in data[start:].split(b"\0")[:-1]]
+    return [os.fsdecode(name) for name in bytes(request[start:]).split(b"\0")[:-1]]
 
 
 class _Node:
@@ -122,12 +132,34 @@ class _Node:
         self.lookups = 0
 
 
-class _Dir:
-    __slots__ = ("entries", "path")
+class _Listing:
+    """A directory's names as fuse_dirent records, and where each record ends."""
 
-    def __init__(self, path: str) -> None:
+    __slots__ = ("ends", "entries")
+
+    def __init__(self, names: tuple[Any, ...]) -> None:
+        records = []
+        self.ends = [0]
+        for item in names:
+            name = os.fsencode(item if isinstance(item, str) else item[0])
+            attrs = None if isinstance(item, str) else item[1]
+            kind = stat.S_IFMT(attrs.get("st_mode", 0)) >> 12 if attrs else 0
+            padded = (DIRENT.size + len(name) + 7) // 8 * 8
+            self.ends.append(self.ends[-1] + padded)
+            record = DIRENT.pack(UNKNOWN_INO, self.ends[-1], len(name), kind) + name
+            records.append(record.ljust(padded, b"\0"))
+        self.entries = b"".join(records)
+
+
+class _Dir:
+    """An open directory: its listing, taken at opendir and again at each rewind."""
+
+    __slots__ = ("listing", "path", "started")
+
+    def __init__(self, path: str, listing: _Listing) -> None:
         self.path = path
-        self.entries: bytes | None = None
+        self.listing = listing
+        self.started = False
 
 
 class Session:
@@ -140,9 +172,20 @@ class Session:
         self.use_ns = bool(getattr(operations, "use_ns", False))
         self.entry_timeout = _seconds(options.get("entry_timeout", 1.0))
         self.attr_timeout = _seconds(options.get("attr_timeout", 1.0))
-        # Names that exist as long as the mount: the kernel may keep them cached.
-        self.stable: frozenset[str] = frozenset(getattr(operations, "stable_entries", ()))
-        self.open_flags = FOPEN_DIRECT_IO if options.get("direct_io") else 0
+        # Safe only while every stat asks again: see the module's docstring.
+        self.cache_names = bool(getattr(operations, "cache_names", False)) and not any(
+            self.attr_timeout
+        )
+        self.listings: dict[tuple[Any, ...], bytes] = {}
+        # Parallel writes to one file, as kernfs allows (it locks per open file, not per
+        # inode): writers queue their requests here instead of on the inode's lock.
+        self.open_flags = (
+            FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES if options.get("direct_io") else 0
+        )
+        # An operations object that takes O_TRUNC in open() spares the kernel a setattr.
+        self.init_flags = ASYNC_READ | PARALLEL_DIROPS
+        if getattr(operations, "atomic_o_trunc", False):
+            self.init_flags |= ATOMIC_O_TRUNC
         self.nodes: dict[int, _Node] = {ROOT_ID: _Node("/")}
         self.node_ids: dict[str, int] = {"/": ROOT_ID}
         self.next_node_id = ROOT_ID + 1
@@ -151,11 +194,11 @@ class Session:
         self.fd = -1
         self.stopping = False
         self.idle = False
-        self.handlers: list[Callable[[int, int, bytes], bytes | None] | None] = [None] * 64
+        self.handlers: list[Callable[[int, int, memoryview], bytes | None] | None] = [None] * 64
         for opcode, handler in self._table().items():
             self.handlers[opcode] = handler
 
-    def _table(self) -> dict[int, Callable[[int, int, bytes], bytes | None]]:
+    def _table(self) -> dict[int, Callable[[int, int, memoryview], bytes | None]]:
         return {
             INIT: self._init,
             DESTROY: self._destroy,
@@ -164,6 +207,11 @@ class Session:
             BATCH_FORGET: self._batch_forget,
             GETATTR: self._getattr,
             SETATTR: self._setattr,
+            ACCESS: self._access,
+            GETXATTR: self._getxattr,
+            LISTXATTR: self._listxattr,
+            SETXATTR: self._no_xattrs,
+            REMOVEXATTR: self._no_xattrs,
             OPEN: self._open,
             READ: self._read,
             WRITE: self._write,
@@ -265,13 +313,17 @@ class Session:
 
     def _loop(self) -> None:
         fd = self.fd
-        read, write = os.read, os.write
+        # One buffer for every request: a fresh 132 KiB bytes object per read
+        # would be an mmap, page faults and an munmap each time.
+        buffer = bytearray(BUFFER_SIZE)
+        view = memoryview(buffer)
+        readv, write = os.readv, os.write
         unpack = IN_HEADER.unpack_from
         handlers = self.handlers
         while not self.stopping:
             self.idle = True
             try:
-                request = read(fd, BUFFER_SIZE)
+                length = readv(fd, (buffer,))
             except OSError as exc:
                 if exc.errno == errno.ENODEV:  # unmounted
                     return
@@ -280,7 +332,8 @@ class Session:
                 raise
             finally:
                 self.idle = False
-            _length, opcode, unique, nodeid, uid, gid, pid = unpack(request)
+            _length, opcode, unique, nodeid, uid, gid, pid = unpack(buffer)
+            request = view[:length]
             _context[0] = (uid, gid, pid)
             handler = handlers[opcode] if opcode < 64 else None
             if handler is None:
@@ -311,8 +364,7 @@ class Session:
             raise FuseOSError(errno.ENOENT) from None
 
     def _child(self, parent: int, name: str) -> str:
-        base = self._path(parent)
-        return "/" + name if base == "/" else f"{base}/{name}"
+        return _join(self._path(parent), name)
 
     def _remember(self, path: str) -> int:
         nodeid = self.node_ids.get(path)
@@ -356,7 +408,7 @@ class Session:
 
     def _entry(self, unique: int, path: str, attrs: dict[str, Any]) -> bytes:
         nodeid = self._remember(path)
-        valid, valid_ns = STABLE_TIMEOUT if path in self.stable else self.entry_timeout
+        valid, valid_ns = NAME_TIMEOUT if self.cache_names else self.entry_timeout
         attr_valid, attr_valid_ns = self.attr_timeout
         return ENTRY_OUT.pack(
             ENTRY_OUT.size, 0, unique, nodeid, 0, valid, attr_valid, valid_ns, attr_valid_ns,
@@ -369,6 +421,16 @@ class Session:
             ATTR_OUT.size, 0, unique, valid, valid_ns, 0, *self._attr(nodeid, attrs)
         )
 
+    def _existing(self, nodeid: int) -> str:
+        """The node's path, if it still resolves (ENOENT otherwise)."""
+        path = self._path(nodeid)
+        self.ops.getattr(path, None)
+        return path
+
+    def _new_name(self, parent: int, name: str) -> str:
+        """The path a namespace call would create or remove, under a parent that exists."""
+        return _join(self._existing(parent), name)
+
     def _op(self, name: str) -> Callable[..., Any]:
         method = getattr(self.ops, name, None)
         if method is None:
@@ -377,13 +439,13 @@ class Session:
 
     # -- requests ------------------------------------------------------------
 
-    def _init(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _init(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         major, minor, max_readahead, flags = INIT_IN.unpack_from(request, 40)
         if major != KERNEL_VERSION:
             raise FuseOSError(errno.EPROTO)
         reply = INIT_OUT.pack(
             INIT_OUT.size, 0, unique, KERNEL_VERSION, min(minor, MINOR_VERSION),
-            max_readahead, flags & ASYNC_READ, 0, 0, MAX_WRITE, 0, 0, 0, 0, 0,
+            max_readahead, flags & self.init_flags, 0, 0, MAX_WRITE, 0, 0, 0, 0, 0,
         )  # fmt: skip
         # The kernel takes the mount as ready on this reply: answer before init runs.
         os.write(self.fd, reply)
@@ -391,28 +453,28 @@ class Session:
             self.ops.init("/")
         return None  # type: ignore[return-value]
 
-    def _destroy(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _destroy(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         self.stopping = True
         return OUT_HEADER.pack(16, 0, unique)
 
-    def _lookup(self, unique: int, nodeid: int, request: bytes) -> bytes:
-        path = self._child(nodeid, os.fsdecode(request[40:-1]))
+    def _lookup(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        path = self._child(nodeid, os.fsdecode(bytes(request[40:-1])))
         return self._entry(unique, path, self.ops.getattr(path, None))
 
-    def _forget(self, unique: int, nodeid: int, request: bytes) -> None:
+    def _forget(self, unique: int, nodeid: int, request: memoryview) -> None:
         self._drop(nodeid, FORGET_IN.unpack_from(request, 40)[0])
 
-    def _batch_forget(self, unique: int, nodeid: int, request: bytes) -> None:
+    def _batch_forget(self, unique: int, nodeid: int, request: memoryview) -> None:
         (count,) = BATCH_FORGET_IN.unpack_from(request, 40)
         for index in range(count):
             self._drop(*FORGET_ONE.unpack_from(request, 48 + index * FORGET_ONE.size))
 
-    def _getattr(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _getattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         flags, _, fh = GETATTR_IN.unpack_from(request, 40)
         attrs = self.ops.getattr(self._path(nodeid), fh if flags & GETATTR_FH else None)
         return self._attr_reply(unique, nodeid, attrs)
 
-    def _setattr(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _setattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (valid, fh, size, _owner, atime, mtime, _ctime, atime_ns, mtime_ns, _ctime_ns,
          mode, uid, gid) = SETATTR_IN.unpack_from(request, 40)  # fmt: skip
         path = self._path(nodeid)
@@ -450,58 +512,88 @@ class Session:
             pick(FATTR_MTIME, FATTR_MTIME_NOW, mtime, "st_mtime"),
         )
 
-    def _open(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _open(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (flags,) = OPEN_IN.unpack_from(request, 40)[:1]
         fh = self.ops.open(self._path(nodeid), flags)
         return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, fh, self.open_flags, 0)
 
-    def _read(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _read(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         fh, offset, size = RW_IN.unpack_from(request, 40)
         data = self.ops.read(self._path(nodeid), size, offset, fh)
         return OUT_HEADER.pack(16 + len(data), 0, unique) + data
 
-    def _write(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _write(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         fh, offset, size = RW_IN.unpack_from(request, 40)
-        data = request[WRITE_IN_SIZE + 40 : WRITE_IN_SIZE + 40 + size]
+        data = bytes(request[WRITE_IN_SIZE + 40 : WRITE_IN_SIZE + 40 + size])
         written = self.ops.write(self._path(nodeid), data, offset, fh)
         return WRITE_OUT.pack(WRITE_OUT.size, 0, unique, written, 0)
 
-    def _release(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _release(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (fh,) = RELEASE_IN.unpack_from(request, 40)
         if hasattr(self.ops, "release"):
             self.ops.release(self.nodes[nodeid].path if nodeid in self.nodes else None, fh)
         return OUT_HEADER.pack(16, 0, unique)
 
-    def _opendir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _opendir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        path = self._path(nodeid)
         handle = self.next_dir
+        self.dirs[handle] = _Dir(path, self._listing(path))
         self.next_dir += 1
-        self.dirs[handle] = _Dir(self._path(nodeid))
         return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, 0, 0)
 
-    def _readdir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _listing(self, path: str) -> _Listing:
+        """The packed entries of a directory, shared by every open of the same listing."""
+        names = tuple(self.ops.readdir(path, 0))
+        listing = self.listings.get(names)
+        if listing is None:
+            if len(self.listings) >= MAX_LISTINGS:
+                self.listings.clear()
+            listing = self.listings[names] = _Listing(names)
+        return listing
+
+    def _readdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         fh, offset, size = RW_IN.unpack_from(request, 40)
         directory = self.dirs.get(fh)
         if directory is None:
             raise FuseOSError(errno.EBADF)
-        if offset == 0 or directory.entries is None:
-            directory.entries = _dirents(self.ops.readdir(directory.path, 0))
-        entries = directory.entries
+        if offset == 0 and directory.started:  # rewinddir(): list afresh
+            directory.listing = self._listing(directory.path)
+        directory.started = True
+        listing = directory.listing
         # Offsets are byte positions in the packed listing; a reply ends on an entry.
-        end = offset
-        while end < len(entries):
-            (_ino, _off, namelen, _type) = DIRENT.unpack_from(entries, end)
-            following = end + (DIRENT.size + namelen + 7) // 8 * 8
-            if following - offset > size:
-                break
-            end = following
-        return OUT_HEADER.pack(16 + end - offset, 0, unique) + entries[offset:end]
+        last = bisect.bisect_right(listing.ends, offset + size) - 1
+        end = max(offset, listing.ends[last])
+        return OUT_HEADER.pack(16 + end - offset, 0, unique) + listing.entries[offset:end]
 
-    def _releasedir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _access(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        # Without default_permissions only open() checks modes (kernfs lets root
+        # through); access(2) answers whether the name still exists.
+        path = self._existing(nodeid)
+        if hasattr(self.ops, "access"):
+            self.ops.access(path, ACCESS_IN.unpack_from(request, 40)[0])
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _getxattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        self._existing(nodeid)
+        raise FuseOSError(errno.ENODATA)  # sysfs attributes carry no extended attributes
+
+    def _listxattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        self._existing(nodeid)
+        (size,) = GETXATTR_IN.unpack_from(request, 40)
+        if size == 0:  # the caller asks how long the list is
+            return GETXATTR_OUT.pack(GETXATTR_OUT.size, 0, unique, 0)
+        return OUT_HEADER.pack(16, 0, unique)
+
+    def _no_xattrs(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        self._existing(nodeid)
+        raise FuseOSError(errno.EOPNOTSUPP)
+
+    def _releasedir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (fh,) = RELEASE_IN.unpack_from(request, 40)
         self.dirs.pop(fh, None)
         return OUT_HEADER.pack(16, 0, unique)
 
-    def _statfs(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _statfs(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         if hasattr(self.ops, "statfs"):
             fields = self.ops.statfs(self._path(nodeid))
         else:  # libfuse's answer for a filesystem without statfs
@@ -514,21 +606,21 @@ class Session:
             get("f_bsize", 512), get("f_namemax", 255), get("f_frsize", 0), 0,
         )  # fmt: skip
 
-    def _readlink(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _readlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         target = os.fsencode(self._op("readlink")(self._path(nodeid)))
         return OUT_HEADER.pack(16 + len(target), 0, unique) + target
 
-    def _create(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _create(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         _flags, mode = CREATE_IN.unpack_from(request, 40)
-        path = self._child(nodeid, _names(request, 40 + CREATE_IN.size)[0])
+        path = self._new_name(nodeid, _names(request, 40 + CREATE_IN.size)[0])
         fh = self._op("create")(path, mode)
         entry = self._entry(unique, path, self.ops.getattr(path, fh))
         opened = OPEN_OUT.pack(0, 0, 0, fh, self.open_flags, 0)[16:]
         return struct.pack("<I", len(entry) + len(opened)) + entry[4:] + opened
 
-    def _mknod(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _mknod(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         mode, rdev = MKNOD_IN.unpack_from(request, 40)
-        path = self._child(nodeid, _names(request, 40 + MKNOD_IN.size)[0])
+        path = self._new_name(nodeid, _names(request, 40 + MKNOD_IN.size)[0])
         if stat.S_ISREG(mode) and hasattr(self.ops, "create"):  # as libfuse does
             fh = self.ops.create(path, mode)
             if hasattr(self.ops, "release"):
@@ -537,64 +629,53 @@ class Session:
             self._op("mknod")(path, mode, rdev)
         return self._entry(unique, path, self.ops.getattr(path, None))
 
-    def _mkdir(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _mkdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (mode,) = MKDIR_IN.unpack_from(request, 40)
-        path = self._child(nodeid, _names(request, 40 + MKDIR_IN.size)[0])
+        path = self._new_name(nodeid, _names(request, 40 + MKDIR_IN.size)[0])
         self._op("mkdir")(path, mode)
         return self._entry(unique, path, self.ops.getattr(path, None))
 
-    def _unlink(self, unique: int, nodeid: int, request: bytes) -> bytes:
-        self._op("unlink")(self._child(nodeid, _names(request, 40)[0]))
+    def _unlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        self._op("unlink")(self._new_name(nodeid, _names(request, 40)[0]))
         return OUT_HEADER.pack(16, 0, unique)
 
-    def _rmdir(self, unique: int, nodeid: int, request: bytes) -> bytes:
-        self._op("rmdir")(self._child(nodeid, _names(request, 40)[0]))
+    def _rmdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        self._op("rmdir")(self._new_name(nodeid, _names(request, 40)[0]))
         return OUT_HEADER.pack(16, 0, unique)
 
-    def _rename(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _rename(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (newdir,) = RENAME_IN.unpack_from(request, 40)
         return self._rename_names(unique, nodeid, newdir, _names(request, 40 + RENAME_IN.size))
 
-    def _rename2(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _rename2(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         newdir, flags = RENAME2_IN.unpack_from(request, 40)
         if flags:
             raise FuseOSError(errno.EINVAL)
         return self._rename_names(unique, nodeid, newdir, _names(request, 40 + RENAME2_IN.size))
 
     def _rename_names(self, unique: int, old: int, new: int, names: list[str]) -> bytes:
-        self._op("rename")(self._child(old, names[0]), self._child(new, names[1]))
+        self._op("rename")(self._new_name(old, names[0]), self._new_name(new, names[1]))
         return OUT_HEADER.pack(16, 0, unique)
 
-    def _symlink(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _symlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         name, target = _names(request, 40)
-        path = self._child(nodeid, name)
+        path = self._new_name(nodeid, name)
         self._op("symlink")(path, target)
         return self._entry(unique, path, self.ops.getattr(path, None))
 
-    def _link(self, unique: int, nodeid: int, request: bytes) -> bytes:
+    def _link(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (old,) = LINK_IN.unpack_from(request, 40)
-        path = self._child(nodeid, _names(request, 40 + LINK_IN.size)[0])
+        path = self._new_name(nodeid, _names(request, 40 + LINK_IN.size)[0])
         self._op("link")(path, self._path(old))
         return self._entry(unique, path, self.ops.getattr(path, None))
 
 
-def _ignore(unique: int, nodeid: int, request: bytes) -> None:
+def _join(base: str, name: str) -> str:
+    return "/" + name if base == "/" else f"{base}/{name}"
+
+
+def _ignore(unique: int, nodeid: int, request: memoryview) -> None:
     return None
-
-
-def _dirents(listing: Iterable[Any]) -> bytes:
-    """fuse_dirent records for readdir's names (or fusepy's (name, attrs, offset) tuples)."""
-    records = []
-    position = 0
-    for item in listing:
-        name = os.fsencode(item if isinstance(item, str) else item[0])
-        attrs = None if isinstance(item, str) else item[1]
-        kind = stat.S_IFMT(attrs.get("st_mode", 0)) >> 12 if attrs else 0
-        padded = (DIRENT.size + len(name) + 7) // 8 * 8
-        position += padded
-        record = DIRENT.pack(UNKNOWN_INO, position, len(name), kind) + name
-        records.append(record.ljust(padded, b"\0"))
-    return b"".join(records)
 
 
 def _seconds(value: float) -> tuple[int, int]:
