@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -69,7 +70,8 @@ NO_REPLY: Final = frozenset({FORGET, BATCH_FORGET, INTERRUPT})
 KERNEL_VERSION: Final = 7
 MINOR_VERSION: Final = 31  # the structures below are this minor's
 ASYNC_READ, ATOMIC_O_TRUNC, PARALLEL_DIROPS = 1 << 0, 1 << 3, 1 << 18
-FOPEN_DIRECT_IO, FOPEN_PARALLEL_DIRECT_WRITES = 1 << 0, 1 << 6
+FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR = 1 << 0, 1 << 1, 1 << 3
+FOPEN_PARALLEL_DIRECT_WRITES: Final = 1 << 6
 GETATTR_FH: Final = 1 << 0
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
@@ -80,6 +82,7 @@ ROOT_ID: Final = 1
 UNKNOWN_INO: Final = 0xFFFFFFFF  # what libfuse puts in d_ino without use_ino
 NSEC: Final = 1_000_000_000
 MAX_LISTINGS: Final = 256  # packed directory listings kept for reuse
+SPIN_SECONDS: Final = 50e-6  # awake after a reply, waiting for the next request
 NAME_TIMEOUT: Final = (86400, 0)  # entry_valid of a name when names may be cached
 
 IN_HEADER: Final = struct.Struct("<IIQQIII")  # len, opcode, unique, nodeid, uid, gid, pid
@@ -176,7 +179,8 @@ class Session:
         self.cache_names = bool(getattr(operations, "cache_names", False)) and not any(
             self.attr_timeout
         )
-        self.listings: dict[tuple[Any, ...], bytes] = {}
+        self.listings: dict[tuple[Any, ...], _Listing] = {}
+        self.kernel_listings: dict[int, _Listing] = {}  # by directory node id
         # Parallel writes to one file, as kernfs allows (it locks per open file, not per
         # inode): writers queue their requests here instead of on the inode's lock.
         self.open_flags = (
@@ -192,6 +196,7 @@ class Session:
         self.dirs: dict[int, _Dir] = {}
         self.next_dir = 1
         self.fd = -1
+        self.poller = select.poll()
         self.stopping = False
         self.idle = False
         self.handlers: list[Callable[[int, int, memoryview], bytes | None] | None] = [None] * 64
@@ -285,6 +290,7 @@ class Session:
         previous = self._catch_signals()
         try:
             self.mount()
+            self.poller.register(self.fd, select.POLLIN)
             self._loop()
         except _Stop:
             pass
@@ -320,18 +326,19 @@ class Session:
         readv, write = os.readv, os.write
         unpack = IN_HEADER.unpack_from
         handlers = self.handlers
+        os.set_blocking(fd, False)
         while not self.stopping:
-            self.idle = True
             try:
-                length = readv(fd, (buffer,))
+                try:
+                    length = readv(fd, (buffer,))
+                except BlockingIOError:
+                    length = self._await_request(buffer)
             except OSError as exc:
                 if exc.errno == errno.ENODEV:  # unmounted
                     return
                 if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # interrupted
                     continue
                 raise
-            finally:
-                self.idle = False
             _length, opcode, unique, nodeid, uid, gid, pid = unpack(buffer)
             request = view[:length]
             _context[0] = (uid, gid, pid)
@@ -354,6 +361,27 @@ class Session:
             except OSError as exc:
                 if exc.errno != errno.ENOENT:  # ENOENT: the request was interrupted
                     raise
+
+    def _await_request(self, buffer: bytearray) -> int:
+        """Poll briefly for the next request, then sleep until one comes.
+
+        A client's next request usually follows its reply within microseconds;
+        waiting for it awake spares a sleep and a wakeup per request, which on
+        a small VM cost more than the request itself.
+        """
+        deadline = time.monotonic() + SPIN_SECONDS
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                return os.readv(self.fd, (buffer,))
+            except BlockingIOError:
+                pass
+        self.idle = True
+        try:
+            if not self.stopping:
+                self.poller.poll()
+        finally:
+            self.idle = False
+        return os.readv(self.fd, (buffer,))
 
     # -- nodes ---------------------------------------------------------------
 
@@ -383,6 +411,7 @@ class Session:
         node.lookups -= count
         if node.lookups <= 0:
             del self.nodes[nodeid]
+            self.kernel_listings.pop(nodeid, None)
             if self.node_ids.get(node.path) == nodeid:
                 del self.node_ids[node.path]
 
@@ -536,10 +565,18 @@ class Session:
 
     def _opendir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         path = self._path(nodeid)
+        listing = self._listing(path)
         handle = self.next_dir
-        self.dirs[handle] = _Dir(path, self._listing(path))
+        self.dirs[handle] = _Dir(path, listing)
         self.next_dir += 1
-        return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, 0, 0)
+        # The kernel may keep a listing in its cache and answer getdents from it;
+        # every opendir still comes here, and keeps that cache only if the
+        # listing is the one the kernel was given last time.
+        flags = FOPEN_CACHE_DIR
+        if self.kernel_listings.get(nodeid) is listing:
+            flags |= FOPEN_KEEP_CACHE
+        self.kernel_listings[nodeid] = listing
+        return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, flags, 0)
 
     def _listing(self, path: str) -> _Listing:
         """The packed entries of a directory, shared by every open of the same listing."""

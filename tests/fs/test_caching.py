@@ -1,0 +1,85 @@
+"""The kernel may cache names, never state: what lpfs frees or changes shows at once.
+
+The native session lets the kernel keep every name it has looked up, so a
+path walk asks nothing; these tests warm that cache, change the model behind
+it and look through the cached names straight away.
+"""
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from lpfs_fixtures import Mount
+
+LP = "test_klp_livepatch"
+LP_DIR = f"kernel/livepatch/{LP}"
+
+
+def warm(mnt: Mount) -> None:
+    """Walk every name of the patch and its module, so the kernel caches them."""
+    for top in (mnt.path / LP_DIR, mnt.path / "module" / LP):
+        for path in (top, *top.rglob("*")):
+            os.stat(path)
+
+
+def errno_of(call: Callable[[], object]) -> int:
+    try:
+        call()
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+def gone(path: Path) -> dict[str, int]:
+    """The errno of each way a tool might look at a path (0: it answered)."""
+    return {
+        "stat": errno_of(lambda: os.stat(path)),
+        "access": 0 if os.access(path, os.F_OK) else errno.ENOENT,
+        "open": errno_of(lambda: os.close(os.open(path, os.O_RDONLY))),
+        "enabled": errno_of((path / "enabled").read_text),
+        "listdir": errno_of(lambda: os.listdir(path)),
+    }
+
+
+def test_a_freed_patch_is_enoent_through_cached_names(lp: Mount) -> None:
+    warm(lp)
+    lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
+    assert dict.fromkeys(gone(lp.path), errno.ENOENT) == gone(lp.path / LP_DIR)
+
+
+def test_a_reloaded_patch_is_the_new_one_at_once(lp: Mount) -> None:
+    warm(lp)
+    lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
+    lp.rmmod(LP)
+    lp.insmod(LP)
+    assert ("1\n", "0\n") == (lp.read(f"{LP_DIR}/enabled"), lp.read(f"{LP_DIR}/transition"))
+
+
+def test_an_unloaded_module_is_enoent_through_cached_names(lp: Mount) -> None:
+    warm(lp)
+    lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
+    lp.rmmod(LP)
+    assert (errno.ENOENT, errno.ENOENT) == (
+        errno_of(lambda: os.stat(lp.path / "module" / LP / "refcnt")),
+        0 if os.access(lp.path / "module" / LP, os.F_OK) else errno.ENOENT,
+    )
+
+
+def test_a_chmod_shows_at_once(lp: Mount) -> None:
+    warm(lp)
+    os.chmod(lp.path / LP_DIR / "enabled", 0o600)
+    assert 0o600 == os.stat(lp.path / LP_DIR / "enabled").st_mode & 0o777
+
+
+@pytest.mark.parametrize("call", ["mkdir", "rename"])
+def test_namespace_calls_in_a_freed_directory_are_enoent(lp: Mount, call: str) -> None:
+    warm(lp)
+    lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
+    target = lp.path / LP_DIR
+    calls = {
+        "mkdir": lambda: os.mkdir(target / "new"),
+        "rename": lambda: os.rename(target / "enabled", target / "other"),
+    }
+    assert errno.ENOENT == errno_of(calls[call])
