@@ -6,7 +6,6 @@ wording for insmod and rmmod); 2 a usage error; 3 no daemon could be reached.
 
 import argparse
 import json
-import logging
 import os
 import select
 import sys
@@ -15,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from . import __version__, control, modfile, mounts, pack
+# Only what every command needs is imported here: each command imports the rest,
+# so a short command like `lpfs umount` starts without loading the daemon's side.
+from . import __version__, control, mounts
 from .errors import ControlError, ModfileError
-from .klog import Record
-from .profiles import Profile
 
 if TYPE_CHECKING:
     from . import daemon
@@ -104,6 +103,7 @@ def _serving_pid(mountpoint: Path) -> int | None:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from . import daemon  # the FUSE binding loads only where a daemon starts
+    from .profiles import Profile
 
     mountpoint = Path(args.mountpoint).absolute()
     if not mounts.is_stale(mountpoint) and not mountpoint.is_dir():
@@ -139,6 +139,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    import logging
+
     logging.basicConfig(
         filename=args.log_file,
         level=getattr(logging, args.log_level.upper(), logging.WARNING),
@@ -206,20 +208,27 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def _wait_for_exit(pid: int, timeout: float) -> None:
-    import psutil  # only umount needs it: every other command starts faster without
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
+        if not _running(pid):
             return
-        time.sleep(0.01)
+        time.sleep(0.001)
     raise CommandError(f"lpfs: umount: daemon {pid} is still running")
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has: only its parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != b"Z"
+
+
 def cmd_insmod(args: argparse.Namespace) -> int:
+    from . import modfile
+
     try:
         text, name = modfile.module_text(Path(args.file))
     except OSError as exc:
@@ -245,6 +254,8 @@ def cmd_insmod(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from . import pack
+
     try:
         pack.pack_file(Path(args.file), Path(args.output) if args.output else None)
     except ModfileError as exc:
@@ -255,6 +266,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_rmmod(args: argparse.Namespace) -> int:
+    from . import modfile
+
     name = modfile.module_name_from_arg(args.name)
     reply = _request(args, "rmmod", name=args.name)
     if reply.get("ok"):
@@ -279,6 +292,8 @@ def cmd_lsmod(args: argparse.Namespace) -> int:
 
 
 def cmd_dmesg(args: argparse.Namespace) -> int:
+    from .klog import Record
+
     def show(fields: dict[str, Any]) -> None:
         record = Record(**fields)
         print(record.json() if args.json else record.dmesg(), flush=True)

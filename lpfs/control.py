@@ -134,15 +134,25 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old_umask)
 
     def start(self) -> threading.Thread:
-        # A short poll interval: shutdown() waits for it at unmount.
-        thread = threading.Thread(
-            target=self.serve_forever, args=(0.02,), name="lpfs-control", daemon=True
-        )
-        thread.start()
-        return thread
+        self._closing = False
+        self._thread = threading.Thread(target=self._serve, name="lpfs-control", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def _serve(self) -> None:
+        while not self._closing:
+            self.handle_request()  # waits for the next connection, however long
 
     def close(self) -> None:
-        self.shutdown()
+        """Stop accepting at once: one empty connection wakes the waiting accept."""
+        self._closing = True
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wake:
+                wake.settimeout(1.0)
+                wake.connect(os.fspath(self.path))
+        except OSError:
+            pass  # not listening any more: nothing waits
+        self._thread.join(timeout=5.0)
         self.server_close()
         self.path.unlink(missing_ok=True)
 
