@@ -198,6 +198,18 @@ def umount_lpfs(reaper: Reaper, daemon: LpfsDaemon) -> float:
     return elapsed
 
 
+def fusermount_lpfs(reaper: Reaper, daemon: LpfsDaemon) -> float:
+    """`fusermount -u` on an lpfs mount, until the daemon has exited and the mount is gone:
+    the daemon's own share of `lpfs umount`, without the CLI's start-up."""
+    start = time.perf_counter()
+    run("fusermount", "-u", str(daemon.path))
+    wait_until(lambda: not alive(daemon.pid), f"lpfs daemon {daemon.pid} to exit")
+    wait_until(lambda: not is_mounted(daemon.path), f"{daemon.path} to unmount")
+    elapsed = time.perf_counter() - start
+    reaper.forget(daemon.pid)
+    return elapsed
+
+
 def start_lpfs_mount(path: Path, *options: str) -> "subprocess.Popen[bytes]":
     """`lpfs mount --daemon` without waiting: for mounting many at once."""
     path.mkdir(parents=True, exist_ok=True)

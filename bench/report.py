@@ -107,6 +107,13 @@ def startup(section: dict[str, Any], many: dict[str, Any], cycle: dict[str, Any]
             "<= 2x " + verdict(targets["lpfs unmount vs C baseline unmount"]),
         ],
         [
+            "fusermount -u on lpfs, until gone",
+            spread_of(section["lpfs_fusermount"], seconds),
+            f"C baseline unmount {seconds(c_umount)}",
+            times(section["ratio_fusermount_c"]),
+            "(the daemon's share)",
+        ],
+        [
             "idle daemon RSS",
             spread_of(rss, lambda mb: f"{mb:.1f} MB"),
             "",

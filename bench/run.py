@@ -46,13 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def fuse_binding() -> str:
-    """The fusepy-API module lpfs serves with, and its distribution's version."""
+    """The binding lpfs serves with: its own session, or a libfuse binding and its version."""
     try:
         from lpfs import binding
 
         name = str(binding.NAME)
     except ImportError:  # an lpfs that knows only fusepy
         name = "fuse"
+    if name == "lpfs.fuseproto":
+        return "lpfs.fuseproto (no libfuse)"
     dist = {"fuse": "fusepy"}.get(name, name)
     try:
         return f"{dist} {metadata.version(dist)}"

@@ -16,6 +16,7 @@ from procs import (
     alive,
     answers,
     daemon_pid,
+    fusermount_lpfs,
     is_mounted,
     lpfs,
     mount_baseline,
@@ -46,6 +47,8 @@ def _one_round(reaper: Reaper, baseline: Path, root: Path) -> dict[str, float]:
     time.sleep(SETTLE)
     sample["lpfs_rss_mb"] = rss_mb(daemon.pid)
     sample["lpfs_umount"] = umount_lpfs(reaper, daemon)
+    daemon, _ = mount_lpfs(reaper, root / "lpfs", *PLAIN)
+    sample["lpfs_fusermount"] = fusermount_lpfs(reaper, daemon)
     fs, sample["c_mount"] = mount_baseline(reaper, baseline, root / "c", threaded=False)
     sample["c_umount"] = umount_baseline(reaper, fs)
     return sample
@@ -59,6 +62,7 @@ def measure_startup(reaper: Reaper, baseline: Path, config: Config) -> dict[str,
     result["ratio_mount_python"] = ratio(med["lpfs_mount"], med["python"])
     result["ratio_mount_c"] = ratio(med["lpfs_mount"], med["c_mount"])
     result["ratio_umount_c"] = ratio(med["lpfs_umount"], med["c_umount"])
+    result["ratio_fusermount_c"] = ratio(med["lpfs_fusermount"], med["c_umount"])
     result["targets"] = [
         target(
             "lpfs mount-to-ready vs python -I -c pass",
