@@ -111,6 +111,9 @@ class Core(ModuleLoader):
         self.clock = clock or SystemClock()
         self.modules: dict[str, Module] = {}
         self.patches: list[Patch] = []  # klp_patches: enabled or in transition
+        # Bumped whenever a patch joins or leaves klp_patches, so readers may keep
+        # what they derive from the list (the names kernel/livepatch lists).
+        self.patches_generation = 0
         self.tainted = 0
         self.legacy_forced = False
         self.symbols: Kallsyms | None = None  # set by --symbols host
@@ -138,6 +141,7 @@ class Core(ModuleLoader):
             for module in self.modules.values():
                 module.loaded = False
             self.patches.clear()
+            self.patches_generation += 1
             self.modules.clear()
             self._func_stacks.clear()
             self.tasks.clear()
@@ -284,6 +288,7 @@ class Core(ModuleLoader):
             if self.object_loaded(obj):
                 self._init_object_loaded(obj)
         self.patches.append(patch)
+        self.patches_generation += 1
 
     def _init_object_loaded(self, obj: KlpObject) -> None:
         """klp_init_object_loaded(): find every old function and both sizes.
@@ -646,6 +651,7 @@ class Core(ModuleLoader):
         """klp_free_patch_start(): leave klp_patches and drop the objects."""
         if patch in self.patches:
             self.patches.remove(patch)
+            self.patches_generation += 1
         for obj in patch.objects:
             if obj.patched:
                 self.unpatch_object(obj)

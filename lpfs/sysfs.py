@@ -21,13 +21,14 @@ answers ENODEV. No FUSE types appear in this module.
 """
 
 import errno
+import operator
 import os
 import stat
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, overload
+from typing import Final
 
 from . import params
 from .core import Core, KlpObject, Module, Patch
@@ -181,30 +182,9 @@ class Iattrs:
     ctime: int | None = None
 
 
-class Names(Sequence[str]):
-    """The names of a collection, listed only when asked: a lookup through a directory of
-    many patches or modules needs just their count."""
-
-    def __init__(self, items: Collection[Any], name: Callable[[Any], str]) -> None:
-        self._items = items
-        self._name = name
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[str]: ...
-    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
-        return list(self)[index]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([self._name(item) for item in self._items])
-
-
-def _patch_name(patch: Patch) -> str:
-    return patch.name
+# A patch's name is its module's; read in one C-level step, as a listing of
+# kernel/livepatch reads it for every patch.
+_patch_name: Callable[[Patch], str] = operator.attrgetter("module.definition.name")
 
 
 def _first(value: int | None, default: int) -> int:
@@ -243,6 +223,7 @@ class Tree:
             weakref.WeakKeyDictionary()
         )
         self._root_iattrs: dict[str, Iattrs] = {}
+        self._patch_names_seen: tuple[int, list[str]] = (-1, [])
 
     # -- lookup --------------------------------------------------------------
 
@@ -272,19 +253,27 @@ class Tree:
             if parts[1] != "livepatch":
                 return None
             if depth == 2:
-                return self._dir(None, self.mounted, Names(core.patches, _patch_name), [])
+                return self._dir(None, self.mounted, self._patch_names(), [])
             patch = core.find_patch(parts[2])
             if patch is None:
                 return None
             return self._resolve_patch(patch, parts[3:])
         if parts[0] == "module":
             if depth == 1:
-                return self._dir(None, self.mounted, Names(core.modules, str), [])
+                return self._dir(None, self.mounted, list(core.modules), [])
             module = core.modules.get(parts[1])
             if module is None:
                 return None
             return self._resolve_module(module, parts[2:])
         return None
+
+    def _patch_names(self) -> list[str]:
+        """What kernel/livepatch lists, kept until a patch joins or leaves."""
+        generation, names = self._patch_names_seen
+        if generation != self.core.patches_generation:
+            names = list(map(_patch_name, self.core.patches))
+            self._patch_names_seen = (self.core.patches_generation, names)
+        return names
 
     def _resolve_module(self, module: Module, rest: list[str]) -> Node | None:
         created = module.created
