@@ -27,7 +27,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,fast]'
 	touch $@
 
+# Byte-compile lpfs now: with PYTHONDONTWRITEBYTECODE set (as on CI machines),
+# every daemon and CLI start would otherwise compile its modules again.
 deps: system-deps $(STAMP)
+	@$(BIN)/python -m compileall -q lpfs
 
 run: deps
 	@mkdir -p $(MNT)

@@ -26,7 +26,6 @@ ENOENT at once through a cached name, as it would be after a fresh lookup.
 """
 
 import bisect
-import ctypes
 import errno
 import logging
 import os
@@ -721,6 +720,8 @@ def _seconds(value: float) -> tuple[int, int]:
 
 
 def _libc_call(name: str, *args: object) -> None:
+    import ctypes  # only to mount and unmount as root: not worth its import time at start
+
     libc = ctypes.CDLL(None, use_errno=True)
     encoded = [os.fsencode(a) if isinstance(a, str) else a for a in args]
     if getattr(libc, name)(*encoded) != 0:

@@ -9,7 +9,6 @@ objects) are left to the core, so that loading fails with the kernel's errno.
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -226,6 +225,8 @@ _PARAM_TYPES: Final = {"int": int, "bool": bool, "charp": str}
 
 def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
     """Parse a module file's text; ModfileError on any fault."""
+    import tomllib  # here, not at the top: a mount without modules never parses one
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
