@@ -36,12 +36,12 @@ run: deps
 	@mkdir -p $(MNT)
 	$(BIN)/lpfs mount $(MNT) --demo --follow-log
 
-# The suite runs on lpfs's own FUSE session (the default); the fs I/O tests
-# run again on the libfuse bindings: mfusepy, and fusepy, the required fallback.
+# The suite runs on lpfs's own FUSE session (the default); the fs tests run
+# again on fusepy, the required fallback, and the fs I/O tests on mfusepy.
 test: deps
 	$(BIN)/pytest -q
+	LPFS_BINDING=fusepy $(BIN)/pytest -q tests/fs
 	LPFS_BINDING=mfusepy $(BIN)/pytest -q tests/fs/test_io.py
-	LPFS_BINDING=fusepy $(BIN)/pytest -q tests/fs/test_io.py
 
 # Outside CI: the concurrency run at ten times the size, then an hour's soak.
 stress: deps
