@@ -67,9 +67,9 @@ class LivepatchFS:
     """fusepy operations object; state lives in attributes no FUSE op is named after."""
 
     use_ns = True
-    # Attributes are never cached (zero timeouts) and every call resolves its path
-    # afresh, so the native session may let the kernel cache names.
-    cache_names = True
+    # The directories every mount has, whatever is loaded: the kernel may keep
+    # these names (and only these; attributes never) in its cache.
+    stable_entries = frozenset({"/kernel", "/kernel/livepatch", "/module"})
     # open() ignores O_TRUNC as kernfs ignores the size change `echo >` makes.
     atomic_o_trunc = True
 

@@ -15,17 +15,15 @@ directory is listed once per open and served by offset, SIGINT/SIGTERM/SIGHUP
 unmount, and the mount is made with mount(2) as root or through
 ``fusermount`` otherwise. Single-threaded: requests are answered in order.
 
-Names may be cached where that cannot show a stale state. An operations
-object with ``cache_names`` (lpfs's own, which mounts with attribute timeouts
-of zero) gets a long entry timeout on every name it resolves, so a path walk
-asks nothing for names the kernel has seen. Every call still reaches the
-operations object with its path, resolved afresh: stat (attributes are never
-cached), open, opendir, access, the xattr calls, and create, mkdir, rename
-and the rest, which check their parent first. A freed directory is therefore
-ENOENT at once through a cached name, as it would be after a fresh lookup.
+Names are cached only where that cannot show a stale state: the paths an
+operations object lists in ``stable_entries`` exist as long as the mount, so
+they are answered with a long entry timeout and a path walk through them asks
+nothing. Every other name and every attribute follows the mount's timeouts
+(zero for lpfs: a freed patch is ENOENT at the next lookup).
 """
 
 import bisect
+import contextlib
 import errno
 import logging
 import os
@@ -40,6 +38,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
+
+from .mounts import FUSERMOUNT
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,13 @@ def fuse_get_context() -> tuple[int, int, int]:
 LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
 MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE = 8, 9, 10, 11, 12, 13, 14, 15, 16
 STATFS, RELEASE, SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR = 17, 18, 21, 22, 23, 24
-INIT, OPENDIR, READDIR, RELEASEDIR, ACCESS, CREATE, INTERRUPT = 26, 27, 28, 29, 34, 35, 36
+INIT, OPENDIR, READDIR, RELEASEDIR, CREATE, INTERRUPT = 26, 27, 28, 29, 35, 36
 DESTROY, BATCH_FORGET, RENAME2 = 38, 42, 45
 
 KERNEL_VERSION: Final = 7
 MINOR_VERSION: Final = 31  # the structures below are this minor's
-ASYNC_READ, ATOMIC_O_TRUNC, PARALLEL_DIROPS = 1 << 0, 1 << 3, 1 << 18
-FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR = 1 << 0, 1 << 1, 1 << 3
-FOPEN_PARALLEL_DIRECT_WRITES: Final = 1 << 6
+ASYNC_READ, ATOMIC_O_TRUNC, BIG_WRITES, PARALLEL_DIROPS = 1 << 0, 1 << 3, 1 << 5, 1 << 18
+FOPEN_DIRECT_IO, FOPEN_PARALLEL_DIRECT_WRITES = 1 << 0, 1 << 6
 GETATTR_FH: Final = 1 << 0
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
@@ -81,7 +80,8 @@ UNKNOWN_INO: Final = 0xFFFFFFFF  # what libfuse puts in d_ino without use_ino
 NSEC: Final = 1_000_000_000
 MAX_LISTINGS: Final = 256  # packed directory listings kept for reuse
 SPIN_SECONDS: Final = 50e-6  # awake after a reply, waiting for the next request
-NAME_TIMEOUT: Final = (86400, 0)  # entry_valid of a name when names may be cached
+STABLE_TIMEOUT: Final = (86400, 0)  # entry_valid of a name that exists as long as the mount
+READLINK_MAX: Final = 4095  # the kernel reads a link target into one page, NUL included
 
 IN_HEADER: Final = struct.Struct("<IIQQIII")  # len, opcode, unique, nodeid, uid, gid, pid
 OUT_HEADER: Final = struct.Struct("<IiQ")
@@ -96,7 +96,6 @@ INIT_OUT: Final = struct.Struct("<IiQIIIIHHIIHHII24x")
 GETATTR_IN: Final = struct.Struct("<IIQ")
 GETXATTR_IN: Final = struct.Struct("<I4x")  # size; the name follows
 GETXATTR_OUT: Final = struct.Struct("<IiQI4x")
-ACCESS_IN: Final = struct.Struct("<I4x")
 SETATTR_IN: Final = struct.Struct("<I4xQQQQQQIIII4xII")
 OPEN_IN: Final = struct.Struct("<II")
 RW_IN: Final = struct.Struct("<QQI")  # fh, offset, size of read_in and write_in
@@ -138,13 +137,11 @@ class _Listing:
 
     __slots__ = ("ends", "entries")
 
-    def __init__(self, names: tuple[Any, ...]) -> None:
+    def __init__(self, entries: tuple[tuple[str, int], ...]) -> None:
         records = []
         self.ends = [0]
-        for item in names:
-            name = os.fsencode(item if isinstance(item, str) else item[0])
-            attrs = None if isinstance(item, str) else item[1]
-            kind = stat.S_IFMT(attrs.get("st_mode", 0)) >> 12 if attrs else 0
+        for text, kind in entries:
+            name = os.fsencode(text)
             padded = (DIRENT.size + len(name) + 7) // 8 * 8
             self.ends.append(self.ends[-1] + padded)
             record = DIRENT.pack(UNKNOWN_INO, self.ends[-1], len(name), kind) + name
@@ -160,7 +157,7 @@ class _Dir:
     def __init__(self, path: str, listing: _Listing) -> None:
         self.path = path
         self.listing = listing
-        self.started = False
+        self.started = False  # a read at offset 0 after the first is a rewinddir()
 
 
 class Session:
@@ -168,17 +165,13 @@ class Session:
 
     def __init__(self, operations: Any, mountpoint: str, options: dict[str, Any]) -> None:
         self.ops = operations
-        self.mountpoint = os.path.abspath(mountpoint)
+        self.mountpoint = os.path.realpath(mountpoint)  # as the mount table will show it
         self.options = options
         self.use_ns = bool(getattr(operations, "use_ns", False))
         self.entry_timeout = _seconds(options.get("entry_timeout", 1.0))
         self.attr_timeout = _seconds(options.get("attr_timeout", 1.0))
-        # Safe only while every stat asks again: see the module's docstring.
-        self.cache_names = bool(getattr(operations, "cache_names", False)) and not any(
-            self.attr_timeout
-        )
+        self.stable = frozenset(getattr(operations, "stable_entries", ()))
         self.listings: dict[tuple[Any, ...], _Listing] = {}
-        self.kernel_listings: dict[int, _Listing] = {}  # by directory node id
         # Parallel writes to one file, as kernfs allows (it locks per open file, not per
         # inode): writers queue their requests here instead of on the inode's lock.
         self.open_flags = (
@@ -195,6 +188,8 @@ class Session:
         self.next_dir = 1
         self.fd = -1
         self.poller = select.poll()
+        self.wakeup: tuple[int, int] | None = None  # the signal wakeup pipe
+        self.previous_wakeup = -1
         self.stopping = False
         self.idle = False
         self.handlers: list[Callable[[int, int, memoryview], bytes | None] | None] = [None] * 64
@@ -210,7 +205,6 @@ class Session:
             BATCH_FORGET: self._batch_forget,
             GETATTR: self._getattr,
             SETATTR: self._setattr,
-            ACCESS: self._access,
             GETXATTR: self._getxattr,
             LISTXATTR: self._listxattr,
             SETXATTR: self._no_xattrs,
@@ -276,7 +270,7 @@ class Session:
                 log.warning("unmounting %s: %s", self.mountpoint, exc.strerror)
         else:
             subprocess.run(
-                ["fusermount", "-u", "-q", "-z", "--", self.mountpoint],
+                [FUSERMOUNT, "-u", "-q", "-z", "--", self.mountpoint],
                 check=False,
                 capture_output=True,
             )
@@ -296,6 +290,7 @@ class Session:
             self.unmount()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self._release_wakeup()
         if hasattr(self.ops, "destroy"):
             self.ops.destroy("/")
 
@@ -307,8 +302,21 @@ class Session:
                     previous[signum] = signal.signal(signum, self._on_signal)
             previous[signal.SIGPIPE] = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         except ValueError:  # not the main thread: the caller handles signals
-            pass
+            return previous
+        # A signal that lands just before poll() starts would wait for the next
+        # request; one written to this pipe wakes poll() however it lands.
+        self.wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.previous_wakeup = signal.set_wakeup_fd(self.wakeup[1], warn_on_full_buffer=False)
+        self.poller.register(self.wakeup[0], select.POLLIN)
         return previous
+
+    def _release_wakeup(self) -> None:
+        if self.wakeup is None:
+            return
+        signal.set_wakeup_fd(self.previous_wakeup)
+        for fd in self.wakeup:
+            os.close(fd)
+        self.wakeup = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -357,8 +365,10 @@ class Session:
             try:
                 write(fd, reply)
             except OSError as exc:
+                if exc.errno == errno.ENODEV:  # unmounted meanwhile
+                    return
                 if exc.errno != errno.ENOENT:  # ENOENT: the request was interrupted
-                    raise
+                    log.error("the kernel refused the reply to FUSE opcode %d: %s", opcode, exc)
 
     def _await_request(self, buffer: bytearray) -> int:
         """Poll briefly for the next request, then sleep until one comes.
@@ -379,6 +389,9 @@ class Session:
                 self.poller.poll()
         finally:
             self.idle = False
+        if self.wakeup is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wakeup[0], 512)  # the bytes only woke poll()
         return os.readv(self.fd, (buffer,))
 
     # -- nodes ---------------------------------------------------------------
@@ -409,7 +422,6 @@ class Session:
         node.lookups -= count
         if node.lookups <= 0:
             del self.nodes[nodeid]
-            self.kernel_listings.pop(nodeid, None)
             if self.node_ids.get(node.path) == nodeid:
                 del self.node_ids[node.path]
 
@@ -430,12 +442,12 @@ class Session:
     def _time(self, value: float) -> tuple[int, int]:
         if self.use_ns:
             return divmod(int(value), NSEC)
-        seconds = int(value)
-        return seconds, int((value - seconds) * NSEC)
+        seconds, fraction = divmod(value, 1)  # floors: before 1970 too
+        return int(seconds), int(fraction * NSEC)
 
     def _entry(self, unique: int, path: str, attrs: dict[str, Any]) -> bytes:
         nodeid = self._remember(path)
-        valid, valid_ns = NAME_TIMEOUT if self.cache_names else self.entry_timeout
+        valid, valid_ns = STABLE_TIMEOUT if path in self.stable else self.entry_timeout
         attr_valid, attr_valid_ns = self.attr_timeout
         return ENTRY_OUT.pack(
             ENTRY_OUT.size, 0, unique, nodeid, 0, valid, attr_valid, valid_ns, attr_valid_ns,
@@ -477,7 +489,10 @@ class Session:
         # The kernel takes the mount as ready on this reply: answer before init runs.
         os.write(self.fd, reply)
         if hasattr(self.ops, "init"):
-            self.ops.init("/")
+            try:
+                self.ops.init("/")
+            except Exception:  # the kernel has its answer already: only the log can tell
+                log.exception("the operations object's init failed")
         return None  # type: ignore[return-value]
 
     def _destroy(self, unique: int, nodeid: int, request: memoryview) -> bytes:
@@ -546,7 +561,7 @@ class Session:
 
     def _read(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         fh, offset, size = RW_IN.unpack_from(request, 40)
-        data = self.ops.read(self._path(nodeid), size, offset, fh)
+        data = self.ops.read(self._path(nodeid), size, offset, fh)[:size]
         return OUT_HEADER.pack(16 + len(data), 0, unique) + data
 
     def _write(self, unique: int, nodeid: int, request: memoryview) -> bytes:
@@ -567,23 +582,16 @@ class Session:
         handle = self.next_dir
         self.dirs[handle] = _Dir(path, listing)
         self.next_dir += 1
-        # The kernel may keep a listing in its cache and answer getdents from it;
-        # every opendir still comes here, and keeps that cache only if the
-        # listing is the one the kernel was given last time.
-        flags = FOPEN_CACHE_DIR
-        if self.kernel_listings.get(nodeid) is listing:
-            flags |= FOPEN_KEEP_CACHE
-        self.kernel_listings[nodeid] = listing
-        return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, flags, 0)
+        return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, 0, 0)
 
     def _listing(self, path: str) -> _Listing:
         """The packed entries of a directory, shared by every open of the same listing."""
-        names = tuple(self.ops.readdir(path, 0))
-        listing = self.listings.get(names)
+        entries = tuple(map(_entry_kind, self.ops.readdir(path, 0)))
+        listing = self.listings.get(entries)
         if listing is None:
             if len(self.listings) >= MAX_LISTINGS:
                 self.listings.clear()
-            listing = self.listings[names] = _Listing(names)
+            listing = self.listings[entries] = _Listing(entries)
         return listing
 
     def _readdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
@@ -599,14 +607,6 @@ class Session:
         last = bisect.bisect_right(listing.ends, offset + size) - 1
         end = max(offset, listing.ends[last])
         return OUT_HEADER.pack(16 + end - offset, 0, unique) + listing.entries[offset:end]
-
-    def _access(self, unique: int, nodeid: int, request: memoryview) -> bytes:
-        # Without default_permissions only open() checks modes (kernfs lets root
-        # through); access(2) answers whether the name still exists.
-        path = self._existing(nodeid)
-        if hasattr(self.ops, "access"):
-            self.ops.access(path, ACCESS_IN.unpack_from(request, 40)[0])
-        return OUT_HEADER.pack(16, 0, unique)
 
     def _getxattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         self._existing(nodeid)
@@ -642,7 +642,7 @@ class Session:
         )  # fmt: skip
 
     def _readlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
-        target = os.fsencode(self._op("readlink")(self._path(nodeid)))
+        target = os.fsencode(self._op("readlink")(self._path(nodeid)))[:READLINK_MAX]
         return OUT_HEADER.pack(16 + len(target), 0, unique) + target
 
     def _create(self, unique: int, nodeid: int, request: memoryview) -> bytes:
@@ -671,12 +671,21 @@ class Session:
         return self._entry(unique, path, self.ops.getattr(path, None))
 
     def _unlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
-        self._op("unlink")(self._new_name(nodeid, _names(request, 40)[0]))
+        path = self._new_name(nodeid, _names(request, 40)[0])
+        self._op("unlink")(path)
+        self._unlinked(path)
         return OUT_HEADER.pack(16, 0, unique)
 
     def _rmdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
-        self._op("rmdir")(self._new_name(nodeid, _names(request, 40)[0]))
+        path = self._new_name(nodeid, _names(request, 40)[0])
+        self._op("rmdir")(path)
+        self._unlinked(path)
         return OUT_HEADER.pack(16, 0, unique)
+
+    def _unlinked(self, path: str) -> None:
+        # The kernel may still hold the node (an open file); a new name at the
+        # path must get a node of its own.
+        self.node_ids.pop(path, None)
 
     def _rename(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (newdir,) = RENAME_IN.unpack_from(request, 40)
@@ -689,7 +698,21 @@ class Session:
         return self._rename_names(unique, nodeid, newdir, _names(request, 40 + RENAME2_IN.size))
 
     def _rename_names(self, unique: int, old: int, new: int, names: list[str]) -> bytes:
-        self._op("rename")(self._new_name(old, names[0]), self._new_name(new, names[1]))
+        source, target = self._new_name(old, names[0]), self._new_name(new, names[1])
+        self._op("rename")(source, target)
+        self._unlinked(target)
+        # The kernel moved the dentries: the nodes under the old name follow them.
+        moved = [
+            (nodeid, node)
+            for nodeid, node in self.nodes.items()
+            if node.path == source or node.path.startswith(source + "/")
+        ]
+        for nodeid, node in moved:
+            if self.node_ids.get(node.path) == nodeid:
+                del self.node_ids[node.path]
+            node.path = target + node.path[len(source) :]
+        for nodeid, node in moved:
+            self.node_ids[node.path] = nodeid
         return OUT_HEADER.pack(16, 0, unique)
 
     def _symlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
@@ -703,6 +726,14 @@ class Session:
         path = self._new_name(nodeid, _names(request, 40 + LINK_IN.size)[0])
         self._op("link")(path, self._path(old))
         return self._entry(unique, path, self.ops.getattr(path, None))
+
+
+def _entry_kind(item: Any) -> tuple[str, int]:
+    """(name, d_type) of a readdir item: a name, or fusepy's (name, attrs, offset)."""
+    if isinstance(item, str):
+        return item, 0  # DT_UNKNOWN, as libfuse sends without attributes
+    attrs = item[1] or {}
+    return item[0], stat.S_IFMT(attrs.get("st_mode", 0)) >> 12
 
 
 def _join(base: str, name: str) -> str:
@@ -734,7 +765,7 @@ def _fusermount(mountpoint: str, options: str) -> int:
     with ours, theirs:
         env = {**os.environ, "_FUSE_COMMFD": str(theirs.fileno())}
         result = subprocess.run(
-            ["fusermount", "-o", options, "--", mountpoint],
+            [FUSERMOUNT, "-o", options, "--", mountpoint],
             env=env,
             pass_fds=(theirs.fileno(),),
             capture_output=True,

@@ -2,8 +2,12 @@
 
 import errno
 import os
+import shutil
 import subprocess
 from pathlib import Path
+
+# fusermount from FUSE 2, or fusermount3 where only FUSE 3's is installed.
+FUSERMOUNT = shutil.which("fusermount") or shutil.which("fusermount3") or "fusermount"
 
 
 def is_stale(path: Path) -> bool:
@@ -16,5 +20,5 @@ def is_stale(path: Path) -> bool:
 
 
 def unmount(path: Path, lazy: bool = False) -> subprocess.CompletedProcess[str]:
-    args = ["fusermount", "-u", *(["-z"] if lazy else []), os.fspath(path)]
+    args = [FUSERMOUNT, "-u", *(["-z"] if lazy else []), os.fspath(path)]
     return subprocess.run(args, capture_output=True, text=True, check=False)

@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import pytest
 
+from . import mounts
+
 COMMAND_TIMEOUT: Final = 60.0
 _TASK_FLAGS: Final = ("kthread", "unreliable")
 
@@ -149,7 +151,7 @@ def _serve(path: Path) -> Iterator[LpfsMount]:
         with contextlib.suppress(LpfsCommandError, subprocess.TimeoutExpired):
             _lpfs(["umount", str(path)])
         if _mounted(path):
-            subprocess.run(["fusermount", "-u", "-z", str(path)], capture_output=True, check=False)
+            mounts.unmount(path, lazy=True)
 
 
 @pytest.fixture

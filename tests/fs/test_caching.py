@@ -1,8 +1,8 @@
-"""The kernel may cache names, never state: what lpfs frees or changes shows at once.
+"""The kernel may cache some names, never state: what lpfs frees or changes shows at once.
 
-The native session lets the kernel keep every name it has looked up, so a
-path walk asks nothing; these tests warm that cache, change the model behind
-it and look through the cached names straight away.
+The kernel keeps the names that exist as long as the mount; these tests walk
+every name of a patch and its module first, as a tool would, then change the
+model behind them and look again straight away.
 """
 
 import errno
@@ -18,7 +18,7 @@ LP_DIR = f"kernel/livepatch/{LP}"
 
 
 def warm(mnt: Mount) -> None:
-    """Walk every name of the patch and its module, so the kernel caches them."""
+    """Walk every name of the patch and its module, as a tool reading them all would."""
     for top in (mnt.path / LP_DIR, mnt.path / "module" / LP):
         for path in (top, *top.rglob("*")):
             os.stat(path)
@@ -43,7 +43,7 @@ def gone(path: Path) -> dict[str, int]:
     }
 
 
-def test_a_freed_patch_is_enoent_through_cached_names(lp: Mount) -> None:
+def test_a_freed_patch_is_enoent_at_once(lp: Mount) -> None:
     warm(lp)
     lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
     assert dict.fromkeys(gone(lp.path), errno.ENOENT) == gone(lp.path / LP_DIR)
@@ -57,7 +57,7 @@ def test_a_reloaded_patch_is_the_new_one_at_once(lp: Mount) -> None:
     assert ("1\n", "0\n") == (lp.read(f"{LP_DIR}/enabled"), lp.read(f"{LP_DIR}/transition"))
 
 
-def test_an_unloaded_module_is_enoent_through_cached_names(lp: Mount) -> None:
+def test_an_unloaded_module_is_enoent_at_once(lp: Mount) -> None:
     warm(lp)
     lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
     lp.rmmod(LP)
