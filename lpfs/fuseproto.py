@@ -500,7 +500,7 @@ class Session:
         return OUT_HEADER.pack(16, 0, unique)
 
     def _lookup(self, unique: int, nodeid: int, request: memoryview) -> bytes:
-        path = self._child(nodeid, os.fsdecode(bytes(request[40:-1])))
+        path = self._child(nodeid, str(request[40:-1], "utf-8", "surrogateescape"))
         return self._entry(unique, path, self.ops.getattr(path, None))
 
     def _forget(self, unique: int, nodeid: int, request: memoryview) -> None:

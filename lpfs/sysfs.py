@@ -37,6 +37,7 @@ from .kstrtox import kstrtobool
 from .profiles import Version
 
 PAGE_SIZE: Final = 4096
+MAX_ATTRIBUTE_NODES: Final = 4096  # attribute nodes kept for their next lookup
 Owner = Patch | KlpObject | Module
 Show = Callable[[Core, Owner], str]
 Store = Callable[[Core, Owner, bytes], None]
@@ -155,7 +156,9 @@ def param_attr(module: Module, name: str) -> Attr | None:
 class Node:
     """A resolved path: a directory with its entries, or an attribute of an owner.
 
-    Made afresh by every lookup, so a node never outlives what it shows.
+    A directory is made afresh by every lookup; an attribute's node is kept
+    and handed out again only while its owner is alive, so no node outlives
+    what it shows.
     """
 
     owner: Owner | None
@@ -185,6 +188,9 @@ class Iattrs:
 # A patch's name is its module's; read in one C-level step, as a listing of
 # kernel/livepatch reads it for every patch.
 _patch_name: Callable[[Patch], str] = operator.attrgetter("module.definition.name")
+
+
+_UNSET: Final = Iattrs()  # what stat() reads for a node nothing was set on; never written
 
 
 def _first(value: int | None, default: int) -> int:
@@ -224,17 +230,27 @@ class Tree:
         )
         self._root_iattrs: dict[str, Iattrs] = {}
         self._patch_names_seen: tuple[int, list[str]] = (-1, [])
+        self._attribute_nodes: dict[str, Node] = {}  # by the path they were looked up by
 
     # -- lookup --------------------------------------------------------------
 
     def lookup(self, path: str) -> Node:
         """Resolve a mount-relative path. Raises KernelError(ENOENT)."""
+        node = self._attribute_nodes.get(path)
+        if node is not None and alive(node.owner):
+            return node
         parts = [part for part in path.split("/") if part]
         with self.core.lock:
             node = self._resolve(parts)
         if node is None:
             raise KernelError(errno.ENOENT)
         node.path = "/".join(parts)
+        if node.attr is not None:
+            # An attribute stays what it is while its owner lives (directories
+            # may gain or lose entries, so they are resolved every time).
+            if len(self._attribute_nodes) >= MAX_ATTRIBUTE_NODES:
+                self._attribute_nodes.clear()
+            self._attribute_nodes[path] = node
         return node
 
     def _dir(
@@ -324,7 +340,7 @@ class Tree:
             kind, nlink, size = stat.S_IFDIR, 2 + len(node.subdirs), 0
         else:
             kind, nlink, size = stat.S_IFREG, 1, PAGE_SIZE
-        set_by_user = self._node_iattrs(node, create=False) or Iattrs()
+        set_by_user = self._node_iattrs(node, create=False) or _UNSET
         created = int(node.created * 1_000_000_000)
         default_mode = 0o755 if node.attr is None else node.attr.mode
         return {
