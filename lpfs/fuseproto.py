@@ -178,7 +178,7 @@ class Session:
             FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES if options.get("direct_io") else 0
         )
         # An operations object that takes O_TRUNC in open() spares the kernel a setattr.
-        self.init_flags = ASYNC_READ | PARALLEL_DIROPS
+        self.init_flags = ASYNC_READ | BIG_WRITES | PARALLEL_DIROPS
         if getattr(operations, "atomic_o_trunc", False):
             self.init_flags |= ATOMIC_O_TRUNC
         self.nodes: dict[int, _Node] = {ROOT_ID: _Node("/")}
