@@ -2,18 +2,21 @@
 
 A binding with fusepy's interface (``FUSE``, ``FuseOSError``,
 ``fuse_get_context``) that serves the same path-based operations object
-without libfuse: each request is one ``os.read`` of the device, a struct
-unpack, a call into the operations object and one ``os.write``. Through
+without libfuse: each request is one read of the device into a reused
+buffer, a struct unpack, a call into the operations object and one write.
+Through
 libfuse and ctypes every request also crosses a C-to-Python callback and the
 binding's generic wrappers, which cost more than lpfs's own work; here the
 kernel talks to Python directly.
 
 It behaves as libfuse 2's high-level API does for the operations lpfs uses:
 node ids stand for paths (``st_ino`` is the node id), a missing operation is
-ENOSYS (so the kernel stops sending flush, access and xattr requests), a
-directory is listed once per open and served by offset, SIGINT/SIGTERM/SIGHUP
-unmount, and the mount is made with mount(2) as root or through
-``fusermount`` otherwise. Single-threaded: requests are answered in order.
+ENOSYS (so the kernel stops sending flush and access requests), a directory
+is listed once per open (and again on a rewind) and served by offset,
+SIGINT/SIGTERM/SIGHUP unmount, and the mount is made with mount(2) as root or
+through ``fusermount`` otherwise. Extended attributes read as on sysfs: none.
+Single-threaded: requests are answered in order, and between them the session
+waits awake for a moment before it sleeps.
 
 Names are cached only where that cannot show a stale state: the paths an
 operations object lists in ``stable_entries`` exist as long as the mount, so
