@@ -7,25 +7,20 @@ object ``{"ok": true, "data": ...}`` or ``{"ok": false, "kind": ..., "error":
 
 The socket lives in a directory only its owner can enter, is created 0600,
 and the daemon checks each peer's uid (SO_PEERCRED): its own user and root
-may talk to it, nobody else.
+may talk to it, nobody else. This module is the protocol and the client's
+end, which every CLI command loads; ``control_server`` is the daemon's.
 """
 
 import hashlib
 import json
-import logging
 import os
 import socket
-import socketserver
-import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from .errors import ControlError
-
-log = logging.getLogger(__name__)
 
 MAX_REQUEST: Final = 4 << 20  # a module file travels inside a request
 REQUEST_TIMEOUT: Final = 10.0  # a client that stops mid-request is dropped
@@ -63,98 +58,8 @@ def ensure_runtime_dir() -> Path:
     return path
 
 
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
-
-
 def error_reply(kind: str, message: str, code: int | None = None) -> Reply:
     return {"ok": False, "kind": kind, "error": message, "errno": code}
-
-
-class _Connection(socketserver.StreamRequestHandler):
-    server: "ControlServer"
-
-    def handle(self) -> None:
-        uid = peer_uid(self.connection)
-        if uid not in (0, os.getuid()):
-            self._send(error_reply("permission", f"uid {uid} may not control this daemon"))
-            return
-        self.connection.settimeout(REQUEST_TIMEOUT)
-        try:
-            line = self.rfile.readline(MAX_REQUEST + 1)
-        except OSError:
-            return
-        if not line:
-            return
-        if len(line) > MAX_REQUEST:
-            self._send(error_reply("protocol", f"request longer than {MAX_REQUEST} bytes"))
-            return
-        try:
-            request = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            self._send(error_reply("protocol", f"request is not JSON: {exc}"))
-            return
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            self._send(error_reply("protocol", "request must be an object with a 'cmd' string"))
-            return
-        self.connection.settimeout(None)
-        try:
-            reply = self.server.handler(request, self._send)
-        except Exception as exc:  # the daemon keeps serving whatever one request does
-            log.exception("control request %r failed", request.get("cmd"))
-            reply = error_reply("internal", f"{type(exc).__name__}: {exc}")
-        if reply is not None:
-            self._send(reply)
-
-    def _send(self, reply: Reply) -> None:
-        try:
-            self.wfile.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
-            self.wfile.flush()
-        except OSError as exc:
-            raise BrokenPipeError from exc
-
-
-class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """The daemon's end: one thread per connection, one request per connection."""
-
-    daemon_threads = True
-    request_queue_size = 128  # many test processes may knock at once
-
-    def __init__(self, path: Path, handler: Handler) -> None:
-        self.handler = handler
-        self.path = path
-        ensure_runtime_dir()
-        path.unlink(missing_ok=True)
-        old_umask = os.umask(0o177)
-        try:
-            super().__init__(os.fspath(path), _Connection)
-        finally:
-            os.umask(old_umask)
-
-    def start(self) -> threading.Thread:
-        self._closing = False
-        self._thread = threading.Thread(target=self._serve, name="lpfs-control", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def _serve(self) -> None:
-        while not self._closing:
-            self.handle_request()  # waits for the next connection, however long
-
-    def close(self) -> None:
-        """Stop accepting at once: one empty connection wakes the waiting accept."""
-        self._closing = True
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wake:
-                wake.settimeout(1.0)
-                wake.connect(os.fspath(self.path))
-        except OSError:
-            pass  # not listening any more: nothing waits
-        self._thread.join(timeout=5.0)
-        self.server_close()
-        self.path.unlink(missing_ok=True)
 
 
 class Client:

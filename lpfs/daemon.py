@@ -18,7 +18,8 @@ from typing import Any
 
 from . import __version__, fs, modfile, mounts, scenario
 from .clock import SystemClock
-from .control import ControlServer, Reply, error_reply, socket_path
+from .control import Reply, error_reply, socket_path
+from .control_server import ControlServer
 from .core import Core, Module, Patch
 from .errors import ControlError, KernelError, ModfileError
 from .kallsyms import Kallsyms
