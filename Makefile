@@ -1,7 +1,7 @@
 # lpfs: install what is missing, then run, test, lint.
-# `make run` and `make test` work on a fresh Debian machine: they install the
-# FUSE userspace (apt `fuse` + `libfuse2`) only when it is absent, and a
-# virtualenv in .venv with lpfs and its development tools.
+# `make run` and `make test` work on a fresh Debian machine: they install,
+# only when absent, the Debian packages lpfs and its tests use (SYSTEM_TOOLS),
+# and a virtualenv in .venv with lpfs and its development tools.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,12 +13,30 @@ MNT    ?= mnt
 
 all: test
 
+# program:package, for every program lpfs or its tests run. The README's
+# "Requirements" section says why each is needed.
+SYSTEM_TOOLS := fusermount:fuse unshare:util-linux mount:mount bash:bash \
+	insmod:kmod modinfo:kmod readelf:binutils shellcheck:shellcheck \
+	sysctl:procps useradd:passwd gcc:gcc pkg-config:pkg-config
+# library or header:package
+SYSTEM_FILES := /usr/include/fuse/fuse.h:libfuse-dev
+
 system-deps:
-	@if ! ldconfig -p | grep -q 'libfuse\.so\.2' || ! command -v fusermount >/dev/null; then \
-		echo "installing fuse and libfuse2 (apt)"; \
+	@missing=; \
+	for pair in $(SYSTEM_TOOLS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	for pair in $(SYSTEM_FILES); do \
+		[ -e $${pair%%:*} ] || missing="$$missing $${pair#*:}"; \
+	done; \
+	ldconfig -p | grep -q 'libfuse\.so\.2' || missing="$$missing libfuse2"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+		echo "installing $$missing(apt)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fuse libfuse2 >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -56,32 +74,27 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
 # The system install: the only targets that change this host beyond apt, so
-# each says what it changes first. The paths are fixed because mount.lpfs and
-# lpfs@.service name /opt/lpfs/bin/lpfs; the system python outlives any pyenv.
+# each says what it changes first. lpfs goes into its own virtualenv with the
+# system python (it outlives any pyenv); `lpfs install-system` then writes
+# mount(8)'s helper and the systemd unit naming that lpfs.
 SYSTEM_PYTHON ?= /usr/bin/python3
 SYS_VENV      := /opt/lpfs
-SYS_HELPER    := /sbin/mount.lpfs
-SYS_UNIT      := /etc/systemd/system/lpfs@.service
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DAEMON_RELOAD := if [ -d /run/systemd/system ]; then $(SUDO) systemctl daemon-reload; fi
 
 install-system: system-deps
 	@echo "install-system changes this host:"
 	@echo "  $(SYS_VENV)  a virtualenv with lpfs from $(CURDIR)"
-	@echo "  $(SYS_HELPER)  mount(8)'s helper: mount -t lpfs, fstab lines"
-	@echo "  $(SYS_UNIT)  systemd unit: systemctl start lpfs@<escaped mountpoint>"
+	@echo "  /sbin/mount.lpfs  mount(8)'s helper: mount -t lpfs, fstab lines"
+	@echo "  /etc/systemd/system/lpfs@.service  systemctl start lpfs@<escaped mountpoint>"
 	$(SUDO) $(SYSTEM_PYTHON) -m venv $(SYS_VENV)
 	$(SUDO) $(SYS_VENV)/bin/pip install -q .
-	$(SUDO) install -m 0755 mountpoint-scripts/mount.lpfs $(SYS_HELPER)
-	$(SUDO) install -m 0644 mountpoint-scripts/lpfs@.service $(SYS_UNIT)
-	@$(DAEMON_RELOAD)
+	$(SUDO) $(SYS_VENV)/bin/lpfs install-system
 
 uninstall-system:
 	@echo "uninstall-system changes this host:"
-	@echo "  removes $(SYS_VENV), $(SYS_HELPER) and $(SYS_UNIT)"
+	@echo "  removes /sbin/mount.lpfs, /etc/systemd/system/lpfs@.service and $(SYS_VENV)"
+	[ ! -x $(SYS_VENV)/bin/lpfs ] || $(SUDO) $(SYS_VENV)/bin/lpfs install-system --uninstall
 	$(SUDO) rm -rf $(SYS_VENV)
-	$(SUDO) rm -f $(SYS_HELPER) $(SYS_UNIT)
-	@$(DAEMON_RELOAD)
 
 .PHONY: bench
 bench: deps

@@ -228,9 +228,14 @@ def _running(pid: int) -> bool:
 
 def cmd_insmod(args: argparse.Namespace) -> int:
     from . import modfile
+    from .modpath import find_module
 
+    path = Path(args.file)
+    if not path.exists() and "/" not in args.file:
+        # A bare module name, as modprobe takes it: lpfs's own module files.
+        path = find_module(args.file) or path
     try:
-        text, name = modfile.module_text(Path(args.file))
+        text, name = modfile.module_text(path)
     except OSError as exc:
         raise CommandError(
             f"insmod: ERROR: could not load module {args.file}: {exc.strerror}"
@@ -241,7 +246,7 @@ def cmd_insmod(args: argparse.Namespace) -> int:
         ) from None
     except ModfileError as exc:
         raise CommandError(f"insmod: ERROR: {exc}") from None
-    reply = _request(args, "insmod", file=args.file, text=text, name=name, params=args.params)
+    reply = _request(args, "insmod", file=str(path), text=text, name=name, params=args.params)
     if reply.get("ok"):
         return EXIT_OK
     if reply.get("kind") == "modfile":
@@ -251,6 +256,26 @@ def cmd_insmod(args: argparse.Namespace) -> int:
         text = KMOD_INSMOD_TEXT.get(code, os.strerror(code))
         raise CommandError(f"insmod: ERROR: could not insert module {args.file}: {text}")
     raise CommandError(f"insmod: ERROR: {reply.get('error')}")
+
+
+def cmd_install_system(args: argparse.Namespace) -> int:
+    from . import sysinstall
+
+    root = Path(args.root)
+    try:
+        if args.uninstall:
+            changed = sysinstall.uninstall(root)
+        else:
+            lpfs = sysinstall.this_lpfs()
+            if lpfs is None:
+                raise CommandError("lpfs: install-system: cannot find the lpfs command")
+            changed = sysinstall.install(root, lpfs)
+    except OSError as exc:
+        raise CommandError(f"lpfs: install-system: {exc.filename}: {exc.strerror}") from None
+    for path in changed:
+        print(f"{'removed' if args.uninstall else 'installed'} {path}")
+    sysinstall.reload_systemd(root)
+    return EXIT_OK
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -455,8 +480,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_mount_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("mountpoint")
+def _add_mount_options(p: argparse.ArgumentParser, *, mountpoint: bool = True) -> None:
+    if mountpoint:
+        p.add_argument("mountpoint")
     p.add_argument("--daemon", action="store_true", help="return once the mount answers")
     p.add_argument("--kernel-log", metavar="FILE", help="append each kernel log line to FILE")
     p.add_argument(
@@ -514,6 +540,40 @@ def _add_task_actions(
     end.add_argument("pid", type=int)
 
 
+NS_HELP: Final = (
+    "run COMMAND in a private mount namespace where the emulation is the kernel: "
+    "/sys/kernel/livepatch, /sys/module, /dev/kmsg, /proc's module files and the "
+    "kmod, dmesg and uname tools are lpfs's (root only)"
+)
+
+
+def _ns_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lpfs ns",
+        usage="%(prog)s [--mount M] [lpfs mount options] -- COMMAND [ARGS...]",
+        description=NS_HELP[0].upper() + NS_HELP[1:] + ".",
+    )
+    p.add_argument("--mount", metavar="M", help="use the daemon serving M instead of starting one")
+    _add_mount_options(p, mountpoint=False)
+    return p
+
+
+def run_ns(argv: list[str]) -> NoReturn:
+    """`lpfs ns`: check the options, then hand over to the namespace script."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = _ns_parser()
+    parser.parse_args(argv[:split])
+    if not argv[split + 1 :]:
+        parser.error("no COMMAND: give it after --")
+    script = Path(__file__).with_name("ns.sh")
+    env = {**os.environ, "LPFS_PYTHON": sys.executable}
+    try:
+        os.execvpe("bash", ["bash", str(script), *argv], env)
+    except OSError as exc:
+        print(f"lpfs ns: cannot run bash: {exc.strerror}", file=sys.stderr)
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # Accepted before and after the subcommand; SUPPRESS keeps a later
@@ -549,17 +609,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mount", cmd_mount, "mount the emulated sysfs and serve it")
     _add_mount_options(p)
 
+    # Parsed by run_ns: everything after `--` is the command's own.
+    sub.add_parser("ns", help=NS_HELP, add_help=False)
+
     p = add("umount", cmd_umount, "unmount and stop the daemon")
     p.add_argument("mountpoint", nargs="?")
     p.add_argument("-l", "--lazy", action="store_true", help="detach now even if busy (umount -l)")
 
     p = add("insmod", cmd_insmod, "load a module file")
-    p.add_argument("file")
+    p.add_argument("file", help="a .toml or .ko module file, or the name of a shipped one")
     p.add_argument("params", nargs="*", metavar="name=value")
 
     p = add("pack", cmd_pack, "wrap a module file in a .ko that modinfo and readelf read")
     p.add_argument("file")
     p.add_argument("-o", "--output", metavar="NAME.ko", help="default <module name>.ko")
+
+    p = add(
+        "install-system",
+        cmd_install_system,
+        "install mount(8)'s helper mount.lpfs and the systemd unit lpfs@.service",
+    )
+    p.add_argument("--root", default="/", metavar="DIR", help="install under DIR (default /)")
+    p.add_argument("--uninstall", action="store_true", help="remove them instead")
 
     p = add("rmmod", cmd_rmmod, "unload a module")
     p.add_argument("name")
@@ -601,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ns"]:
+        run_ns(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

@@ -3,8 +3,9 @@
 Each is ``python -m lpfs.shims TOOL ARGS…`` (lpfs-ns installs one script that
 dispatches on the name it was called by). They talk to the daemon of
 ``$LPFS_MOUNT``. Module names resolve, as modprobe would look them up, in the
-current directory, ``test_modules/`` there, and the directories of
-``$LPFS_MODULE_PATH``, as ``NAME.ko`` or ``NAME.toml``.
+current directory, ``test_modules/`` there, the directories of
+``$LPFS_MODULE_PATH``, and last the module files of the kernel's livepatch
+test modules that ship with lpfs, as ``NAME.ko`` or ``NAME.toml``.
 """
 
 import os
@@ -18,6 +19,7 @@ from typing import Any, Final
 from . import cli, control, elf, modfile, pack
 from .errors import ControlError, ModfileError
 from .klog import Record
+from .modpath import find_module
 
 LEVELS: Final = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 FACILITIES: Final = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news")
@@ -37,19 +39,6 @@ def _call(cmd: str, **args: Any) -> dict[str, Any]:
 
 def _release() -> str:
     return str(_call("status")["data"]["kernel"])
-
-
-def find_module(name: str, extra: tuple[str, ...] | list[str] = ()) -> Path | None:
-    """modprobe's lookup, over lpfs's module directories."""
-    dirs = [Path.cwd(), Path.cwd() / "test_modules", *map(Path, extra)]
-    dirs += [Path(p) for p in os.environ.get("LPFS_MODULE_PATH", "").split(":") if p]
-    stems = {name, name.replace("-", "_"), name.replace("_", "-")}
-    for directory in dirs:
-        for stem in sorted(stems):
-            for suffix in (".ko", ".toml"):
-                if (directory / f"{stem}{suffix}").is_file():
-                    return directory / f"{stem}{suffix}"
-    return None
 
 
 def insmod(argv: list[str]) -> int:
@@ -285,7 +274,59 @@ def uname(argv: list[str]) -> int:
     return result.returncode
 
 
+def depmod(argv: list[str]) -> int:
+    """A module-less system's depmod: nothing to index, so it succeeds.
+
+    lpfs's modprobe finds modules by name (``modpath.find_module``), never
+    through modules.dep, so nothing is written anywhere.
+    """
+    return 0
+
+
+KMOD_COMMANDS: Final = (
+    ("help", "Show help message"),
+    ("list", "list currently loaded modules"),
+    (
+        "static-nodes",
+        "outputs the static-node information installed with the currently running kernel",
+    ),
+)
+KMOD_COMPAT: Final = ("lsmod", "rmmod", "insmod", "modinfo", "modprobe", "depmod")
+
+
+def _kmod_help() -> None:
+    print("kmod - Manage kernel modules: list, load, unload, etc")
+    print("Usage:\n\tkmod [options] command [command_options]\n")
+    print("Options:\n\t-V, --version     show version\n\t-h, --help        show this help\n")
+    print("Commands:")
+    for name, text in KMOD_COMMANDS:
+        print(f"  {name:<12} {text}")
+    print("\nkmod also handles gracefully if called from following symlinks:")
+    for name in KMOD_COMPAT:
+        print(f"  {name:<12} compat {name} command")
+
+
+def kmod(argv: list[str]) -> int:
+    """kmod called by its own name (tools/kmod.c): ``list``, ``help``, ``static-nodes``."""
+    command = argv[0] if argv else ""
+    if command in ("-h", "--help", "help"):
+        _kmod_help()
+        return 0
+    if command in ("-V", "--version"):
+        print("kmod version 30")
+        return 0
+    if command == "list":
+        return lsmod(argv[1:])
+    if command == "static-nodes":
+        return 0  # no module of lpfs's asks for a device node
+    print(f"invalid command '{command}'" if command else "missing command", file=sys.stderr)
+    _kmod_help()
+    return 1
+
+
 TOOLS: Final[dict[str, Callable[[list[str]], int]]] = {
+    "kmod": kmod,
+    "depmod": depmod,
     "insmod": insmod,
     "rmmod": rmmod,
     "modprobe": modprobe,
@@ -299,8 +340,6 @@ TOOLS: Final[dict[str, Callable[[list[str]], int]]] = {
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     tool = os.path.basename(args[0]) if args else ""
-    if tool == "kmod" and len(args) > 1:  # `kmod list` and friends
-        tool, args = {"list": "lsmod"}.get(args[1], args[1]), args[1:]
     if tool not in TOOLS:
         print(f"lpfs: no stand-in for '{tool}'", file=sys.stderr)
         raise SystemExit(2)

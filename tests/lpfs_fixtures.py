@@ -1,7 +1,9 @@
 """Helpers that mount a real lpfs daemon and drive it the way users do.
 
-FUSE tests need /dev/fuse and fusermount. They are skipped where those are
-missing, unless LPFS_REQUIRE_FUSE=1 (as in CI), where that is a failure.
+A test that needs a tool or a device this machine lacks (/dev/fuse,
+fusermount, unshare, kmod, binutils, shellcheck, ...) is skipped, unless
+LPFS_STRICT=1 (as in CI, where `make test` has installed them all): there
+that is a failure.
 """
 
 import json
@@ -11,27 +13,42 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-MODULES = Path(__file__).parent / "modules"
+from lpfs.modpath import SHIPPED_MODULES
+
+MODULES = SHIPPED_MODULES
+# The Debian package of each program a test runs, for the message.
+PACKAGES = {
+    "fusermount": "fuse",
+    "unshare": "util-linux",
+    "readelf": "binutils",
+    "modinfo": "kmod",
+    "shellcheck": "shellcheck",
+    "sysctl": "procps",
+    "useradd": "passwd",
+}
 
 
-def fuse_problem() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing"
-    if shutil.which("fusermount") is None:
-        return "fusermount is missing (apt install fuse)"
-    return None
+def missing(problem: str) -> NoReturn:
+    """Skip for a missing tool or device; under LPFS_STRICT=1 fail instead."""
+    if os.environ.get("LPFS_STRICT") == "1":
+        pytest.fail(f"LPFS_STRICT=1 and {problem}")
+    pytest.skip(problem)
+
+
+def require_tools(*names: str) -> None:
+    for name in names:
+        if shutil.which(name) is None:
+            missing(f"{name} is missing (apt install {PACKAGES[name]})")
 
 
 def require_fuse() -> None:
-    problem = fuse_problem()
-    if problem is None:
-        return
-    if os.environ.get("LPFS_REQUIRE_FUSE") == "1":
-        pytest.fail(f"LPFS_REQUIRE_FUSE=1 but {problem}")
-    pytest.skip(problem)
+    if not os.path.exists("/dev/fuse"):
+        missing("/dev/fuse is missing")
+    require_tools("fusermount")
 
 
 def lpfs_cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from lpfs_fixtures import MODULES, Mount, lpfs_cli, require_fuse, start_daemon, stop_daemon
+from lpfs_fixtures import (
+    MODULES,
+    Mount,
+    lpfs_cli,
+    missing,
+    require_fuse,
+    start_daemon,
+    stop_daemon,
+)
 
 OTHER_USER = "lpfs-test"
 
@@ -163,7 +171,7 @@ def _hammer(path: str, count: int) -> None:
 def other_user() -> pwd.struct_passwd:
     """A real second user (created once; needs root)."""
     if os.getuid() != 0:
-        pytest.skip("needs root to create a second user")
+        missing("root, to create a second user")
     try:
         return pwd.getpwnam(OTHER_USER)
     except KeyError:

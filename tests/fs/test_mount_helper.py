@@ -1,25 +1,25 @@
-"""mountpoint-scripts/mount.lpfs, run as mount(8) runs it: `mount.lpfs none DIR -o OPTIONS`.
+"""lpfs/system/mount.lpfs, run as mount(8) runs it: `mount.lpfs none DIR -o OPTIONS`.
 
 It runs this checkout's lpfs (through $LPFS), so nothing needs installing.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, Mount, require_fuse, stop_daemon
+from lpfs_fixtures import MODULES, Mount, missing, require_fuse, require_tools, stop_daemon
 
-HELPER = Path(__file__).parents[2] / "mountpoint-scripts" / "mount.lpfs"
+ROOT = Path(__file__).parents[2]
+HELPER = ROOT / "lpfs" / "system" / "mount.lpfs"
 LPFS = Path(sys.executable).with_name("lpfs")  # the venv's console script
 
 
 def helper(*args: str) -> subprocess.CompletedProcess:
     if not LPFS.exists():
-        pytest.skip(f"{LPFS} is missing: install lpfs in this interpreter's venv")
+        missing(f"{LPFS} is missing: install lpfs in this interpreter's venv")
     return subprocess.run(
         [str(HELPER), *args],
         env={**os.environ, "LPFS": str(LPFS)},
@@ -80,10 +80,14 @@ def test_missing_lpfs_is_a_mount_failure(tmp_path: Path) -> None:
     )
 
 
-def test_shellcheck_clean() -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt install shellcheck)")
+SHELL_SCRIPTS = sorted([HELPER, ROOT / "lpfs" / "ns.sh", *(ROOT / "mountpoint-scripts").iterdir()])
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=[s.name for s in SHELL_SCRIPTS])
+def test_shellcheck_clean(script: Path) -> None:
+    """Every shell script lpfs ships passes shellcheck."""
+    require_tools("shellcheck")
     result = subprocess.run(
-        ["shellcheck", str(HELPER)], capture_output=True, text=True, check=False
+        ["shellcheck", str(script)], capture_output=True, text=True, check=False
     )
     assert (0, "") == (result.returncode, result.stdout)

@@ -19,13 +19,12 @@ counts and a twentieth of its sleeps, and print what kpatch would see at each
 step; the tests compare that with what kpatch expects of a kernel.
 """
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse
+from lpfs_fixtures import MODULES, require_fuse, require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 LPFS_NS = ROOT / "mountpoint-scripts" / "lpfs-ns"
@@ -171,10 +170,7 @@ kp_load() {
 def modules(tmp_path: Path) -> Path:
     """A directory holding <mod>.ko for every module file of the tests."""
     require_fuse()
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is missing")
-    if shutil.which("readelf") is None:
-        pytest.skip("readelf (binutils) is missing: kpatch reads module names with it")
+    require_tools("unshare", "readelf")  # kpatch reads module names with readelf
     for source in MODULES.glob("*.toml"):
         subprocess.run(
             [

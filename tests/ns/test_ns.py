@@ -4,13 +4,12 @@ Each test runs a functions.sh-style script inside `lpfs-ns`, with the test
 modules packed as .ko files by `lpfs pack`.
 """
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse
+from lpfs_fixtures import MODULES, require_fuse, require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 LPFS_NS = ROOT / "mountpoint-scripts" / "lpfs-ns"
@@ -21,8 +20,7 @@ HARNESS = Path(__file__).with_name("harness.sh")
 def test_modules(tmp_path: Path) -> Path:
     """A directory with test_modules/<mod>.ko for every module file of the tests."""
     require_fuse()
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is missing")
+    require_tools("unshare")
     out = tmp_path / "test_modules"
     out.mkdir()
     for source in MODULES.glob("*.toml"):

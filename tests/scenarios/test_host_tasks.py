@@ -4,12 +4,11 @@ Each test runs in its own PID namespace (unshare --pid --mount-proc), so the
 threads it sees are the ones it starts, and every kernel stack is readable.
 """
 
-import shutil
 import subprocess
 import sys
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse
+from lpfs_fixtures import MODULES, require_fuse, require_tools
 
 SCRIPT = r"""
 set -eu
@@ -43,8 +42,7 @@ kill $SLEEP
 @pytest.fixture
 def run_in_pid_namespace():
     require_fuse()
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is missing")
+    require_tools("unshare")
 
     def run(script: str) -> dict[str, str]:
         result = subprocess.run(

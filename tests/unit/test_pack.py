@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, lpfs_cli
+from lpfs_fixtures import MODULES, PACKAGES, lpfs_cli, missing
 
 from lpfs import elf, pack
 from lpfs.errors import ModfileError
@@ -31,7 +31,7 @@ def tool(name: str) -> str:
     """The path of a binutils or kmod program, or skip: the tests never install them."""
     found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if found is None:
-        pytest.skip(f"{name} is not installed (apt install binutils kmod)")
+        missing(f"{name} is missing (apt install {PACKAGES[name]})")
     return found
 
 
