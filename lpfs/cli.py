@@ -226,14 +226,20 @@ def _running(pid: int) -> bool:
     return fields[0] != b"Z"
 
 
-def cmd_insmod(args: argparse.Namespace) -> int:
-    from . import modfile
+def _module_file(arg: str) -> Path:
+    """A module file's path; a bare name that is no file is looked up as modprobe would."""
     from .modpath import find_module
 
-    path = Path(args.file)
-    if not path.exists() and "/" not in args.file:
-        # A bare module name, as modprobe takes it: lpfs's own module files.
-        path = find_module(args.file) or path
+    path = Path(arg)
+    if not path.exists() and "/" not in arg:
+        path = find_module(arg) or path
+    return path
+
+
+def cmd_insmod(args: argparse.Namespace) -> int:
+    from . import modfile
+
+    path = _module_file(args.file)
     try:
         text, name = modfile.module_text(path)
     except OSError as exc:
@@ -282,7 +288,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from . import pack
 
     try:
-        pack.pack_file(Path(args.file), Path(args.output) if args.output else None)
+        pack.pack_file(_module_file(args.file), Path(args.output) if args.output else None)
     except ModfileError as exc:
         raise CommandError(f"lpfs: pack: {exc}") from None
     except OSError as exc:
@@ -621,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("params", nargs="*", metavar="name=value")
 
     p = add("pack", cmd_pack, "wrap a module file in a .ko that modinfo and readelf read")
-    p.add_argument("file")
+    p.add_argument("file", help="a .toml module file, or the name of a shipped one")
     p.add_argument("-o", "--output", metavar="NAME.ko", help="default <module name>.ko")
 
     p = add(

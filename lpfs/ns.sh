@@ -68,33 +68,35 @@ has_submounts() {
 # in this namespace only. An overlay where one can be made; where not
 # (overlays stack at most two deep, and the root is one in most containers),
 # or where DIR has mounts below it that an overlay would hide, a tmpfs with
-# DIR's own entries bound back.
+# DIR's own entries bound back. The tmpfs is filled aside and moved into
+# place whole: DIR may hold the very tools that fill it.
 layer_over() {
-	local stage=$1 dir=$2 layer=$3 host entry name
+	local stage=$1 dir=$2 layer=$3 host new entry name
 	if ! has_submounts "$dir" &&
 		mount -t overlay lpfs-layer -o "lowerdir=$layer:$dir" "$dir" 2>/dev/null; then
 		return 0
 	fi
-	host=$(mktemp -d "$stage/host.XXXXXX")
+	host=$(mktemp -d "$stage/host.XXXXXX") new=$(mktemp -d "$stage/new.XXXXXX")
 	mount --rbind "$dir" "$host"
-	mount -t tmpfs -o "mode=$(stat -c %a "$host")" lpfs-layer "$dir"
-	cp -a "$layer/." "$dir/"
+	mount -t tmpfs -o "mode=$(stat -c %a "$host")" lpfs-layer "$new"
+	cp -a "$layer/." "$new/"
 	shopt -s dotglob nullglob
 	for entry in "$host"/*; do
 		name=${entry##*/}
-		if [ -e "$dir/$name" ] || [ -L "$dir/$name" ]; then
+		if [ -e "$new/$name" ] || [ -L "$new/$name" ]; then
 			continue # the layer's entry stands in front
 		elif [ -L "$entry" ]; then
-			cp -P "$entry" "$dir/$name"
+			cp -P "$entry" "$new/$name"
 		elif [ -d "$entry" ]; then
-			mkdir "$dir/$name"
-			mount --rbind "$entry" "$dir/$name"
+			mkdir "$new/$name"
+			mount --rbind "$entry" "$new/$name"
 		else
-			touch "$dir/$name"
-			mount --bind "$entry" "$dir/$name"
+			touch "$new/$name"
+			mount --bind "$entry" "$new/$name"
 		fi
 	done
 	shopt -u dotglob nullglob
+	mount --move "$new" "$dir"
 }
 
 # /lib/modules/RELEASE/build, for scripts that check KDIR: made in the
