@@ -2,8 +2,9 @@
 
 Only the operations sysfs answers are defined, so libfuse replies ENOSYS to
 the rest once and the kernel stops asking. A ``KernelError`` is an OSError,
-which the bindings answer with its errno; anything unexpected is logged and
-answered with EIO, so the daemon keeps serving.
+which the bindings answer with its errno (mapped into the range a FUSE reply
+carries); anything unexpected is logged and answered with EIO, so the daemon
+keeps serving.
 """
 
 import errno
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from . import binding
 from .binding import FuseOSError
+from .fusewire import reply_errno
 from .sysfs import Handle, Tree
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,21 @@ Op = TypeVar("Op", bound=Callable[..., Any])
 
 
 def errno_boundary(method: Op) -> Op:
-    """Let OSErrors through as their errno; log anything else and answer EIO."""
+    """Let OSErrors through with an errno a FUSE reply can carry; log anything else, EIO.
+
+    A kernel-internal errno (ENOTSUPP 524 from a callback) would reach libfuse
+    as it is, and the kernel drops such a reply: the caller would wait for ever.
+    """
 
     @functools.wraps(method)
     def call(*args: Any) -> Any:
         try:
             return method(*args)
-        except OSError:
-            raise
+        except OSError as exc:
+            code = reply_errno(exc.errno)
+            if code == exc.errno:
+                raise
+            raise FuseOSError(code) from exc
         except Exception:
             log.exception("unexpected failure in FUSE operation %s%r", method.__name__, args[1:])
             raise FuseOSError(errno.EIO) from None

@@ -4,19 +4,22 @@ A binding with fusepy's interface (``FUSE``, ``FuseOSError``,
 ``fuse_get_context``) that serves the same path-based operations object
 without libfuse: each request is one read of the device into a reused
 buffer, a struct unpack, a call into the operations object and one write.
-Through
-libfuse and ctypes every request also crosses a C-to-Python callback and the
-binding's generic wrappers, which cost more than lpfs's own work; here the
-kernel talks to Python directly.
+Through libfuse and ctypes every request also crosses a C-to-Python callback
+and the binding's generic wrappers, which cost more than lpfs's own work;
+here the kernel talks to Python directly. ``fusewire`` holds the layouts,
+``fusemount`` the mount.
 
 It behaves as libfuse 2's high-level API does for the operations lpfs uses:
 node ids stand for paths (``st_ino`` is the node id), a missing operation is
 ENOSYS (so the kernel stops sending flush and access requests), a directory
 is listed once per open (and again on a rewind) and served by offset,
-SIGINT/SIGTERM/SIGHUP unmount, and the mount is made with mount(2) as root or
-through ``fusermount`` otherwise. Extended attributes read as on sysfs: none.
+SIGINT/SIGTERM/SIGHUP unmount. Extended attributes read as on sysfs: none.
 Single-threaded: requests are answered in order, and between them the session
 waits awake for a moment before it sleeps.
+
+Every request gets an answer the kernel takes: an errno in 1..511, a name
+it accepts in a listing, replies sized for the protocol minor agreed at INIT
+(7.12 and newer; an older kernel is refused and the session ends).
 
 Names are cached only where that cannot show a stale state: the paths an
 operations object lists in ``stable_entries`` exist as long as the mount, so
@@ -30,19 +33,102 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import select
 import signal
-import socket
 import stat
 import struct
-import subprocess
 import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
-from .mounts import FUSERMOUNT
+from .fusemount import FuseMount
+from .fusewire import (
+    ABORT_ERROR,
+    ASYNC_READ,
+    ATOMIC_O_TRUNC,
+    ATTR_OUT,
+    BATCH_FORGET,
+    BATCH_FORGET_IN,
+    BIG_WRITES,
+    CREATE,
+    CREATE_IN,
+    DESTROY,
+    DIRENT,
+    ENTRY_OUT,
+    FATTR_ATIME,
+    FATTR_ATIME_NOW,
+    FATTR_FH,
+    FATTR_GID,
+    FATTR_MODE,
+    FATTR_MTIME,
+    FATTR_MTIME_NOW,
+    FATTR_SIZE,
+    FATTR_UID,
+    FOPEN_DIRECT_IO,
+    FOPEN_PARALLEL_DIRECT_WRITES,
+    FORGET,
+    FORGET_IN,
+    FORGET_ONE,
+    GETATTR,
+    GETATTR_FH,
+    GETATTR_IN,
+    GETXATTR,
+    GETXATTR_IN,
+    GETXATTR_OUT,
+    IN_HEADER,
+    INIT,
+    INIT_IN,
+    INIT_OUT,
+    INIT_OUT_22_SIZE,
+    INIT_OUT_23_MINOR,
+    INTERRUPT,
+    KERNEL_VERSION,
+    LINK,
+    LINK_IN,
+    LISTXATTR,
+    LOOKUP,
+    MINOR_VERSION,
+    MKDIR,
+    MKDIR_IN,
+    MKNOD,
+    MKNOD_IN,
+    OLDEST_MINOR,
+    OPEN,
+    OPEN_IN,
+    OPEN_OUT,
+    OPENDIR,
+    OUT_HEADER,
+    PARALLEL_DIRECT_WRITES_MINOR,
+    PARALLEL_DIROPS,
+    READ,
+    READDIR,
+    READLINK,
+    RELEASE,
+    RELEASE_IN,
+    RELEASEDIR,
+    REMOVEXATTR,
+    RENAME,
+    RENAME2,
+    RENAME2_IN,
+    RENAME_IN,
+    RMDIR,
+    ROOT_ID,
+    RW_IN,
+    SETATTR,
+    SETATTR_IN,
+    SETXATTR,
+    STATFS,
+    STATFS_OUT,
+    SYMLINK,
+    UNLINK,
+    WRITE,
+    WRITE_IN_SIZE,
+    WRITE_OUT,
+    error_reply,
+    reply_errno,
+    sendable_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +136,10 @@ log = logging.getLogger(__name__)
 class FuseOSError(OSError):
     def __init__(self, code: int) -> None:
         super().__init__(code, os.strerror(code))
+
+
+class UnsupportedKernel(Exception):
+    """The kernel offered a FUSE protocol lpfs cannot serve; the mount is given up."""
 
 
 # (uid, gid, pid) of the request being answered: one slot, as requests are answered in turn.
@@ -61,61 +151,28 @@ def fuse_get_context() -> tuple[int, int, int]:
     return _context[0]
 
 
-# Opcodes (include/uapi/linux/fuse.h).
-LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
-MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE = 8, 9, 10, 11, 12, 13, 14, 15, 16
-STATFS, RELEASE, SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR = 17, 18, 21, 22, 23, 24
-INIT, OPENDIR, READDIR, RELEASEDIR, CREATE, INTERRUPT = 26, 27, 28, 29, 35, 36
-DESTROY, BATCH_FORGET, RENAME2 = 38, 42, 45
-
-KERNEL_VERSION: Final = 7
-MINOR_VERSION: Final = 31  # the structures below are this minor's
-ASYNC_READ, ATOMIC_O_TRUNC, BIG_WRITES, PARALLEL_DIROPS = 1 << 0, 1 << 3, 1 << 5, 1 << 18
-FOPEN_DIRECT_IO, FOPEN_PARALLEL_DIRECT_WRITES = 1 << 0, 1 << 6
-GETATTR_FH: Final = 1 << 0
-FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
-FATTR_ATIME_NOW, FATTR_MTIME_NOW = 1 << 7, 1 << 8
 MAX_WRITE: Final = 128 * 1024
 BUFFER_SIZE: Final = MAX_WRITE + 4096  # a write request's header and data
-ROOT_ID: Final = 1
 UNKNOWN_INO: Final = 0xFFFFFFFF  # what libfuse puts in d_ino without use_ino
 NSEC: Final = 1_000_000_000
 MAX_LISTINGS: Final = 256  # packed directory listings kept for reuse
 SPIN_SECONDS: Final = 50e-6  # awake after a reply, waiting for the next request
 STABLE_TIMEOUT: Final = (86400, 0)  # entry_valid of a name that exists as long as the mount
 READLINK_MAX: Final = 4095  # the kernel reads a link target into one page, NUL included
-
-IN_HEADER: Final = struct.Struct("<IIQQIII")  # len, opcode, unique, nodeid, uid, gid, pid
-OUT_HEADER: Final = struct.Struct("<IiQ")
-_ATTR: Final = "QQQQQQIIIIIIIIII"
-ENTRY_OUT: Final = struct.Struct("<IiQQQQQII" + _ATTR)
-ATTR_OUT: Final = struct.Struct("<IiQQII" + _ATTR)
-OPEN_OUT: Final = struct.Struct("<IiQQII")
-WRITE_OUT: Final = struct.Struct("<IiQII")
-STATFS_OUT: Final = struct.Struct("<IiQQQQQQIIII24x")
-INIT_IN: Final = struct.Struct("<IIII")
-INIT_OUT: Final = struct.Struct("<IiQIIIIHHIIHHII24x")
-GETATTR_IN: Final = struct.Struct("<IIQ")
-GETXATTR_IN: Final = struct.Struct("<I4x")  # size; the name follows
-GETXATTR_OUT: Final = struct.Struct("<IiQI4x")
-SETATTR_IN: Final = struct.Struct("<I4xQQQQQQIIII4xII")
-OPEN_IN: Final = struct.Struct("<II")
-RW_IN: Final = struct.Struct("<QQI")  # fh, offset, size of read_in and write_in
-WRITE_IN_SIZE: Final = 40
-RELEASE_IN: Final = struct.Struct("<Q")
-FORGET_IN: Final = struct.Struct("<Q")
-BATCH_FORGET_IN: Final = struct.Struct("<I4x")
-FORGET_ONE: Final = struct.Struct("<QQ")
-CREATE_IN: Final = struct.Struct("<II8x")
-MKNOD_IN: Final = struct.Struct("<II8x")
-MKDIR_IN: Final = struct.Struct("<I4x")
-RENAME_IN: Final = struct.Struct("<Q")
-RENAME2_IN: Final = struct.Struct("<QI4x")
-LINK_IN: Final = struct.Struct("<Q")
-DIRENT: Final = struct.Struct("<QQII")
-
-MS_NOSUID, MS_NODEV, MNT_DETACH = 0x2, 0x4, 0x2
+OLDEST_KERNEL: Final = "2.6.31"  # the first Linux release with FUSE 7.12
+# What FUSE() takes, and the values the session implements where it implements only some.
+OPTIONS: Final = {
+    "fsname": None,
+    "subtype": None,
+    "direct_io": None,
+    "entry_timeout": None,
+    "attr_timeout": None,
+    "allow_other": None,
+    "default_permissions": None,
+    "negative_timeout": {0},  # ENOENT is never cached: no negative entries are sent
+    "foreground": {True},
+    "nothreads": {True},  # one thread answers every request
+}
 
 
 class _Stop(Exception):
@@ -123,7 +180,7 @@ class _Stop(Exception):
 
 
 def _names(request: memoryview, start: int) -> list[str]:
-    """The NUL-terminated names of a request body."""
+    """The NUL-terminated names of a request body, decoded as listings encode them."""
     return [os.fsdecode(name) for name in bytes(request[start:]).split(b"\0")[:-1]]
 
 
@@ -145,6 +202,9 @@ class _Listing:
         self.ends = [0]
         for text, kind in entries:
             name = os.fsencode(text)
+            if not sendable_name(name):  # one such name would fail the whole listing
+                log.warning("a directory lists %r, which no kernel takes as a name", text)
+                continue
             padded = (DIRENT.size + len(name) + 7) // 8 * 8
             self.ends.append(self.ends[-1] + padded)
             record = DIRENT.pack(UNKNOWN_INO, self.ends[-1], len(name), kind) + name
@@ -164,26 +224,23 @@ class _Dir:
 
 
 class Session:
-    """One mount: the device, the node table, and the request loop."""
+    """One connection: the device, the node table, and the request loop."""
 
-    def __init__(self, operations: Any, mountpoint: str, options: dict[str, Any]) -> None:
+    def __init__(self, operations: Any, options: dict[str, Any]) -> None:
         self.ops = operations
-        self.mountpoint = os.path.realpath(mountpoint)  # as the mount table will show it
         self.options = options
         self.use_ns = bool(getattr(operations, "use_ns", False))
         self.entry_timeout = _seconds(options.get("entry_timeout", 1.0))
         self.attr_timeout = _seconds(options.get("attr_timeout", 1.0))
         self.stable = frozenset(getattr(operations, "stable_entries", ()))
         self.listings: dict[tuple[Any, ...], _Listing] = {}
-        # Parallel writes to one file, as kernfs allows (it locks per open file, not per
-        # inode): writers queue their requests here instead of on the inode's lock.
-        self.open_flags = (
-            FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES if options.get("direct_io") else 0
-        )
         # An operations object that takes O_TRUNC in open() spares the kernel a setattr.
-        self.init_flags = ASYNC_READ | BIG_WRITES | PARALLEL_DIROPS
+        # ABORT_ERROR tells an abort (ECONNABORTED) from an unmount (ENODEV) at a read.
+        self.init_flags = ASYNC_READ | BIG_WRITES | PARALLEL_DIROPS | ABORT_ERROR
         if getattr(operations, "atomic_o_trunc", False):
             self.init_flags |= ATOMIC_O_TRUNC
+        self.minor = 0  # the protocol minor agreed at INIT
+        self.open_flags = 0  # FOPEN flags of every open, once the minor is known
         self.nodes: dict[int, _Node] = {ROOT_ID: _Node("/")}
         self.node_ids: dict[str, int] = {"/": ROOT_ID}
         self.next_node_id = ROOT_ID + 1
@@ -195,6 +252,8 @@ class Session:
         self.previous_wakeup = -1
         self.stopping = False
         self.idle = False
+        self.connection_ended = False  # unmounted or aborted: nothing is left to take down
+        self.refusal: str | None = None  # why the kernel's protocol cannot be served
         self.handlers: list[Callable[[int, int, memoryview], bytes | None] | None] = [None] * 64
         for opcode, handler in self._table().items():
             self.handlers[opcode] = handler
@@ -233,69 +292,33 @@ class Session:
             INTERRUPT: _ignore,
         }
 
-    # -- mounting ------------------------------------------------------------
+    # -- serving -------------------------------------------------------------
 
-    def mount(self) -> None:
-        fsname = str(self.options.get("fsname", "lpfs"))
-        subtype = str(self.options.get("subtype", ""))
-        flags = [f for f in ("allow_other", "default_permissions") if self.options.get(f)]
-        if os.geteuid() == 0:
-            self.fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
-            data = (
-                f"fd={self.fd},rootmode={stat.S_IFDIR:o},"
-                f"user_id={os.getuid()},group_id={os.getgid()}"
-            )
-            fstype = f"fuse.{subtype}" if subtype else "fuse"
-            _libc_call(
-                "mount",
-                fsname,
-                self.mountpoint,
-                fstype,
-                MS_NOSUID | MS_NODEV,
-                ",".join([data, *flags]),
-            )
-        else:
-            opts = [f"fsname={fsname}", *([f"subtype={subtype}"] if subtype else []), *flags]
-            self.fd = _fusermount(self.mountpoint, ",".join(opts))
-
-    def unmount(self) -> None:
-        """Close the device (ending the connection), then detach the mount if still there."""
-        if self.fd < 0:
-            return
-        os.close(self.fd)
-        self.fd = -1
-        if not _mounted_here(self.mountpoint):
-            return
-        if os.geteuid() == 0:
-            try:
-                _libc_call("umount2", self.mountpoint, MNT_DETACH)
-            except OSError as exc:
-                log.warning("unmounting %s: %s", self.mountpoint, exc.strerror)
-        else:
-            subprocess.run(
-                [FUSERMOUNT, "-u", "-q", "-z", "--", self.mountpoint],
-                check=False,
-                capture_output=True,
-            )
-
-    # -- the loop ------------------------------------------------------------
-
-    def serve(self) -> None:
-        """Mount, answer requests until unmounted or signalled, unmount."""
+    def serve_at(self, mountpoint: str) -> None:
+        """Mount, answer requests until unmounted or signalled, unmount what is lpfs's."""
+        mount = FuseMount(mountpoint, self.options)
         previous = self._catch_signals()
         try:
-            self.mount()
-            self.poller.register(self.fd, select.POLLIN)
-            self._loop()
-        except _Stop:
-            pass
+            self.serve(mount.mount())
         finally:
-            self.unmount()
+            mount.close(self.connection_ended)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._release_wakeup()
         if hasattr(self.ops, "destroy"):
             self.ops.destroy("/")
+
+    def serve(self, fd: int) -> None:
+        """Answer the requests read from ``fd``, the device, until the connection ends.
+
+        Raises UnsupportedKernel once the kernel's INIT has been refused.
+        """
+        self.fd = fd
+        self.poller.register(fd, select.POLLIN)
+        with contextlib.suppress(_Stop):
+            self._loop()
+        if self.refusal is not None:
+            raise UnsupportedKernel(self.refusal)
 
     def _catch_signals(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
@@ -343,35 +366,65 @@ class Session:
                 except BlockingIOError:
                     length = self._await_request(buffer)
             except OSError as exc:
-                if exc.errno == errno.ENODEV:  # unmounted
+                if exc.errno in (errno.ENODEV, errno.ECONNABORTED):  # unmounted, or aborted
+                    self._ended(exc)
                     return
                 if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # interrupted
                     continue
                 raise
+            if length == 0:  # only a socket standing in for the device reads so: closed
+                self.connection_ended = True
+                return
             _length, opcode, unique, nodeid, uid, gid, pid = unpack(buffer)
             request = view[:length]
             _context[0] = (uid, gid, pid)
             handler = handlers[opcode] if opcode < 64 else None
             if handler is None:
-                reply: bytes | None = OUT_HEADER.pack(16, -errno.ENOSYS, unique)
+                reply: bytes | None = error_reply(unique, errno.ENOSYS)
             else:
                 try:
                     reply = handler(unique, nodeid, request)
                 except OSError as exc:
-                    code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
-                    reply = OUT_HEADER.pack(16, -code, unique)
+                    reply = error_reply(unique, reply_errno(exc.errno))
                 except Exception:
                     log.exception("unexpected failure answering FUSE opcode %d", opcode)
-                    reply = OUT_HEADER.pack(16, -errno.EIO, unique)
+                    reply = error_reply(unique, errno.EIO)
             if reply is None:
                 continue
             try:
                 write(fd, reply)
             except OSError as exc:
-                if exc.errno == errno.ENODEV:  # unmounted meanwhile
-                    return
-                if exc.errno != errno.ENOENT:  # ENOENT: the request was interrupted
-                    log.error("the kernel refused the reply to FUSE opcode %d: %s", opcode, exc)
+                self._refused(unique, exc)
+
+    def _send(self, unique: int, reply: bytes) -> bool:
+        """Write one reply; False if the kernel did not take it."""
+        try:
+            os.write(self.fd, reply)
+        except OSError as exc:
+            self._refused(unique, exc)
+            return False
+        return True
+
+    def _refused(self, unique: int, exc: OSError) -> None:
+        """A reply the kernel refused: fail the request with EIO, so its caller never
+        waits for an answer that will not come (fuse_dev_do_write() checks the header
+        before it looks the request up)."""
+        if exc.errno in (errno.ENODEV, errno.ECONNABORTED):
+            self._ended(exc)
+            return
+        log.error("the kernel refused the reply to request %d: %s", unique, exc.strerror)
+        try:
+            os.write(self.fd, error_reply(unique, errno.EIO))
+        except OSError as again:
+            if again.errno in (errno.ENODEV, errno.ECONNABORTED):
+                self._ended(again)
+            # ENOENT: the request is no longer pending, nothing waits for it
+
+    def _ended(self, exc: OSError) -> None:
+        if exc.errno == errno.ECONNABORTED:
+            log.warning("the FUSE connection was aborted")
+        self.connection_ended = True
+        self.stopping = True
 
     def _await_request(self, buffer: bytearray) -> int:
         """Poll briefly for the next request, then sleep until one comes.
@@ -408,15 +461,13 @@ class Session:
     def _child(self, parent: int, name: str) -> str:
         return _join(self._path(parent), name)
 
-    def _remember(self, path: str) -> int:
-        nodeid = self.node_ids.get(path)
-        if nodeid is None:
-            nodeid = self.next_node_id
+    def _remember(self, path: str, nodeid: int) -> None:
+        """Count a lookup of ``path``, as node ``nodeid`` (a new one if it is the next id)."""
+        if nodeid == self.next_node_id:
             self.next_node_id += 1
             self.node_ids[path] = nodeid
             self.nodes[nodeid] = _Node(path)
         self.nodes[nodeid].lookups += 1
-        return nodeid
 
     def _drop(self, nodeid: int, count: int) -> None:
         node = self.nodes.get(nodeid)
@@ -449,13 +500,16 @@ class Session:
         return int(seconds), int(fraction * NSEC)
 
     def _entry(self, unique: int, path: str, attrs: dict[str, Any]) -> bytes:
-        nodeid = self._remember(path)
+        nodeid = self.node_ids.get(path, self.next_node_id)
         valid, valid_ns = STABLE_TIMEOUT if path in self.stable else self.entry_timeout
         attr_valid, attr_valid_ns = self.attr_timeout
-        return ENTRY_OUT.pack(
+        reply = ENTRY_OUT.pack(
             ENTRY_OUT.size, 0, unique, nodeid, 0, valid, attr_valid, valid_ns, attr_valid_ns,
             *self._attr(nodeid, attrs),
         )  # fmt: skip
+        # Counted only once the reply exists: the kernel counts a lookup only if it gets one.
+        self._remember(path, nodeid)
+        return reply
 
     def _attr_reply(self, unique: int, nodeid: int, attrs: dict[str, Any]) -> bytes:
         valid, valid_ns = self.attr_timeout
@@ -481,29 +535,55 @@ class Session:
 
     # -- requests ------------------------------------------------------------
 
-    def _init(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+    def _init(self, unique: int, nodeid: int, request: memoryview) -> bytes | None:
         major, minor, max_readahead, flags = INIT_IN.unpack_from(request, 40)
-        if major != KERNEL_VERSION:
-            raise FuseOSError(errno.EPROTO)
+        if major > KERNEL_VERSION:  # the kernel answers with an INIT of lpfs's major
+            return INIT_OUT.pack(
+                INIT_OUT.size, 0, unique, KERNEL_VERSION, MINOR_VERSION, *(0,) * 11
+            )
+        if major < KERNEL_VERSION or minor < OLDEST_MINOR:
+            self.refusal = (
+                f"the kernel speaks FUSE {major}.{minor}; lpfs needs "
+                f"{KERNEL_VERSION}.{OLDEST_MINOR} or newer (Linux {OLDEST_KERNEL})"
+            )
+            self.stopping = True
+            return error_reply(unique, errno.EPROTO)
+        self.minor = min(minor, MINOR_VERSION)
+        self.open_flags = self._open_flags()
         reply = INIT_OUT.pack(
-            INIT_OUT.size, 0, unique, KERNEL_VERSION, min(minor, MINOR_VERSION),
-            max_readahead, flags & self.init_flags, 0, 0, MAX_WRITE, 0, 0, 0, 0, 0,
+            INIT_OUT.size, 0, unique, KERNEL_VERSION, self.minor,
+            max_readahead, flags & self.init_flags, 0, 0, MAX_WRITE, 0, 0, 0, 0,
         )  # fmt: skip
+        if self.minor < INIT_OUT_23_MINOR:  # fuse_init_out before time_gran came
+            body = reply[16 : 16 + INIT_OUT_22_SIZE]
+            reply = OUT_HEADER.pack(16 + len(body), 0, unique) + body
         # The kernel takes the mount as ready on this reply: answer before init runs.
-        os.write(self.fd, reply)
+        if not self._send(unique, reply):
+            self.refusal = "the kernel refused lpfs's answer to its INIT"
+            self.stopping = True
+            return None
         if hasattr(self.ops, "init"):
             try:
                 self.ops.init("/")
             except Exception:  # the kernel has its answer already: only the log can tell
                 log.exception("the operations object's init failed")
-        return None  # type: ignore[return-value]
+        return None
+
+    def _open_flags(self) -> int:
+        if not self.options.get("direct_io"):
+            return 0
+        # Parallel writes to one file, as kernfs allows (it locks per open file, not per
+        # inode): writers queue their requests here instead of on the inode's lock.
+        if self.minor >= PARALLEL_DIRECT_WRITES_MINOR:
+            return FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES
+        return FOPEN_DIRECT_IO
 
     def _destroy(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         self.stopping = True
         return OUT_HEADER.pack(16, 0, unique)
 
     def _lookup(self, unique: int, nodeid: int, request: memoryview) -> bytes:
-        path = self._child(nodeid, str(request[40:-1], "utf-8", "surrogateescape"))
+        path = self._child(nodeid, _names(request, 40)[0])
         return self._entry(unique, path, self.ops.getattr(path, None))
 
     def _forget(self, unique: int, nodeid: int, request: memoryview) -> None:
@@ -752,49 +832,12 @@ def _seconds(value: float) -> tuple[int, int]:
     return whole, int((value - whole) * NSEC)
 
 
-def _libc_call(name: str, *args: object) -> None:
-    import ctypes  # only to mount and unmount as root: not worth its import time at start
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    encoded = [os.fsencode(a) if isinstance(a, str) else a for a in args]
-    if getattr(libc, name)(*encoded) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"{name}: {os.strerror(code)}")
-
-
-def _fusermount(mountpoint: str, options: str) -> int:
-    """Mount through the setuid fusermount, which passes back the device's fd."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with ours, theirs:
-        env = {**os.environ, "_FUSE_COMMFD": str(theirs.fileno())}
-        result = subprocess.run(
-            [FUSERMOUNT, "-o", options, "--", mountpoint],
-            env=env,
-            pass_fds=(theirs.fileno(),),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(result.stderr.strip() or "fusermount failed")
-        _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
-    if not fds:
-        raise RuntimeError("fusermount passed no file descriptor")
-    os.set_inheritable(fds[0], False)
-    return fds[0]
-
-
-def _mounted_here(mountpoint: str) -> bool:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
-        for line in mounts:
-            field = line.split()[4]
-            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field) == mountpoint:
-                return True
-    return False
-
-
 def FUSE(operations: Any, mountpoint: str, **options: Any) -> None:
     """Serve ``operations`` at ``mountpoint`` until unmounted (fusepy's call shape)."""
-    options.pop("foreground", None)
-    options.pop("nothreads", None)
-    Session(operations, mountpoint, options).serve()
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise ValueError(f"lpfs's FUSE session has no option {name!r}")
+        allowed = OPTIONS[name]
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"lpfs's FUSE session implements {name} only as {min(allowed)!r}")
+    Session(operations, options).serve_at(mountpoint)

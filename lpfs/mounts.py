@@ -1,13 +1,97 @@
-"""Unmounting and stale-mount recovery, shared by the daemon and the CLI."""
+"""The mount table, unmounting and stale-mount recovery, shared by the daemon and the CLI.
+
+Nothing here touches a FUSE mount's files: a stat or an open of a mount whose
+daemon is busy (or not yet initialised) would wait for that daemon.
+"""
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 # fusermount from FUSE 2, or fusermount3 where only FUSE 3's is installed.
 FUSERMOUNT = shutil.which("fusermount") or shutil.which("fusermount3") or "fusermount"
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+class MountEntry(NamedTuple):
+    """One line of /proc/<pid>/mountinfo (Documentation/filesystems/proc.rst)."""
+
+    mount_id: int
+    parent_id: int
+    device: str  # major:minor; a FUSE connection's number is its minor
+    path: str
+    fstype: str
+
+    @property
+    def fuse_connection(self) -> str:
+        """The name of the connection's directory under /sys/fs/fuse/connections."""
+        return self.device.split(":")[1]
+
+
+def _unescape(field: str) -> str:
+    # show_mountinfo() writes space, tab, newline and backslash as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def mount_table(mountinfo: str = MOUNTINFO) -> list[MountEntry]:
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as lines:
+        entries = []
+        for line in lines:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            entries.append(
+                MountEntry(int(fields[0]), int(fields[1]), fields[2], _unescape(fields[4]), fstype)
+            )
+        return entries
+
+
+def top_mount(path: str, mountinfo: str = MOUNTINFO) -> MountEntry | None:
+    """The mount a walk to ``path`` ends in: the one at ``path`` that nothing is mounted on."""
+    here = [entry for entry in mount_table(mountinfo) if entry.path == path]
+    covered = {entry.parent_id for entry in here}
+    return next((entry for entry in reversed(here) if entry.mount_id not in covered), None)
+
+
+class Caller(NamedTuple):
+    pid: int
+    comm: str
+
+
+def waiting_callers(mount_id: int) -> list[Caller]:
+    """Processes in uninterruptible sleep with a file open on mount ``mount_id``.
+
+    A process waiting for a FUSE daemon's answer sleeps so (request_wait_answer()
+    in fs/fuse/dev.c), even after SIGKILL; /proc/<pid>/fdinfo names each open
+    file's mount without a lookup on it.
+    """
+    callers = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                comm, state = stat.read().rsplit(b")", 1)
+            if state.split()[0] != b"D":
+                continue
+            if _has_file_on(entry.name, mount_id):
+                name = comm.split(b"(", 1)[1].decode(errors="replace")
+                callers.append(Caller(int(entry.name), name))
+        except OSError:  # the process has gone
+            continue
+    return callers
+
+
+def _has_file_on(pid: str, mount_id: int) -> bool:
+    wanted = f"mnt_id:\t{mount_id}\n"
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as info:
+            if wanted in info.read():
+                return True
+    return False
 
 
 def is_stale(path: Path) -> bool:
