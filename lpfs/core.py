@@ -25,6 +25,11 @@ from .tasks import PatchState, SimulatedTasks
 from .transition import Transition
 
 
+def kobject_name(name: str) -> str:
+    """A name as its sysfs directory shows it: kobject_set_name_vargs() turns '/' into '!'."""
+    return name.replace("/", "!")
+
+
 @dataclass(eq=False)
 class Func:
     """struct klp_func: one redirected function, or a NOP of an atomic-replace patch."""
@@ -42,7 +47,7 @@ class Func:
     @property
     def dirname(self) -> str:
         """The sysfs directory name; sympos 0 (unique) is shown as 1."""
-        return f"{self.old_name},{self.old_sympos or 1}"
+        return kobject_name(f"{self.old_name},{self.old_sympos or 1}")
 
     @property
     def replacement(self) -> str:
@@ -65,6 +70,10 @@ class KlpObject:
     @property
     def is_module(self) -> bool:
         return self.name != VMLINUX
+
+    @property
+    def dirname(self) -> str:
+        return kobject_name(self.name)
 
 
 @dataclass(eq=False)
@@ -89,6 +98,9 @@ class Patch:
 
     def find_object(self, name: str) -> KlpObject | None:
         return next((obj for obj in self.objects if obj.name == name), None)
+
+    def find_object_dir(self, dirname: str) -> KlpObject | None:
+        return next((obj for obj in self.objects if obj.dirname == dirname), None)
 
 
 class Core(ModuleLoader):
@@ -264,7 +276,9 @@ class Core(ModuleLoader):
         for obj_def in patch.module.definition.objects:
             if obj_def.name != VMLINUX and len(obj_def.name) >= MODULE_NAME_LEN:
                 raise KernelError(errno.EINVAL)
-            if patch.find_object(obj_def.name):
+            if not obj_def.name:
+                raise KernelError(errno.EINVAL)  # kobject_add_internal(): no name
+            if patch.find_object_dir(kobject_name(obj_def.name)):
                 raise KernelError(errno.EEXIST)  # duplicate kobject name
             funcs: list[Func] = []
             for func_def in obj_def.funcs:

@@ -313,12 +313,12 @@ class Tree:
         created = patch.module.created
         if not rest:
             return self._dir(
-                patch, created, [obj.name for obj in patch.objects], list(self._patch_attrs)
+                patch, created, [obj.dirname for obj in patch.objects], list(self._patch_attrs)
             )
         attr = self._patch_attrs.get(rest[0])
         if attr is not None:
             return Node(patch, created, attr) if len(rest) == 1 else None
-        obj = patch.find_object(rest[0])
+        obj = patch.find_object_dir(rest[0])
         if obj is None:
             return None
         if len(rest) == 1:
