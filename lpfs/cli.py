@@ -27,6 +27,8 @@ EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
 READY_TIMEOUT: Final = 30.0
+UMOUNT_TIMEOUT: Final = 10.0
+UMOUNT_SETTLE: Final = 0.1  # a daemon leaves within milliseconds of an unmount that is not lazy
 
 # kmod's insmod words these errnos its own way (tools/insmod.c mod_strerror).
 KMOD_INSMOD_TEXT: Final = {
@@ -198,22 +200,50 @@ def cmd_umount(args: argparse.Namespace) -> int:
             control.socket_path(mountpoint).unlink(missing_ok=True)
             return EXIT_OK
         raise CommandError(f"lpfs: umount: {target}: no lpfs daemon serves it")
+    ours = mounts.top_mount(os.path.realpath(mountpoint))  # its id names its users later
     result = mounts.unmount(mountpoint, lazy=args.lazy)
     if result.returncode != 0:
         hint = " (lpfs umount --lazy detaches it now)" if "busy" in result.stderr else ""
         raise CommandError(f"lpfs: umount: {result.stderr.strip()}{hint}")
-    if not args.lazy:  # a lazily detached daemon serves its last users first
-        _wait_for_exit(pid, timeout=10.0)
+    _wait_for_exit(pid, ours.mount_id if ours else None, lazy=args.lazy)
     return EXIT_OK
 
 
-def _wait_for_exit(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_for_exit(pid: int, mount_id: int | None, lazy: bool) -> None:
+    """Wait for the daemon to leave, saying what keeps it once that takes a moment.
+
+    A lazily detached daemon serves its last users first: the wait ends as soon
+    as no process waits for one of its answers.
+    """
+    started = time.monotonic()
+    told: set[mounts.Caller] = set()
+    callers: list[mounts.Caller] = []
+    while time.monotonic() < started + UMOUNT_TIMEOUT:
         if not _running(pid):
             return
-        time.sleep(0.001)
-    raise CommandError(f"lpfs: umount: daemon {pid} is still running")
+        if time.monotonic() < started + UMOUNT_SETTLE:
+            time.sleep(0.001)
+            continue
+        callers = mounts.waiting_callers(mount_id) if mount_id is not None else []
+        if lazy and not callers:
+            print(
+                f"lpfs: umount: daemon {pid} serves the detached mount until its last user leaves",
+                file=sys.stderr,
+            )
+            return
+        for caller in set(callers) - told:
+            print(
+                f"lpfs: umount: waiting for daemon {pid} to answer {_named(caller)}",
+                file=sys.stderr,
+            )
+        told.update(callers)
+        time.sleep(0.05)
+    answering = f", answering {', '.join(map(_named, callers))}" if callers else ""
+    raise CommandError(f"lpfs: umount: daemon {pid} is still running{answering}")
+
+
+def _named(caller: mounts.Caller) -> str:
+    return f"pid {caller.pid} ({caller.comm})"
 
 
 def _running(pid: int) -> bool:
