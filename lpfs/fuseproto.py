@@ -538,9 +538,7 @@ class Session:
     def _init(self, unique: int, nodeid: int, request: memoryview) -> bytes | None:
         major, minor, max_readahead, flags = INIT_IN.unpack_from(request, 40)
         if major > KERNEL_VERSION:  # the kernel answers with an INIT of lpfs's major
-            return INIT_OUT.pack(
-                INIT_OUT.size, 0, unique, KERNEL_VERSION, MINOR_VERSION, *(0,) * 11
-            )
+            return INIT_OUT.pack(INIT_OUT.size, 0, unique, KERNEL_VERSION, MINOR_VERSION, *(0,) * 9)
         if major < KERNEL_VERSION or minor < OLDEST_MINOR:
             self.refusal = (
                 f"the kernel speaks FUSE {major}.{minor}; lpfs needs "
