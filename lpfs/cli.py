@@ -213,37 +213,37 @@ def _wait_for_exit(pid: int, mount_id: int | None, lazy: bool) -> None:
     """Wait for the daemon to leave, saying what keeps it once that takes a moment.
 
     A lazily detached daemon serves its last users first: the wait ends as soon
-    as no process waits for one of its answers.
+    as none of them waits for one of its answers.
     """
     started = time.monotonic()
-    told: set[mounts.Caller] = set()
-    callers: list[mounts.Caller] = []
+    told: set[mounts.User] = set()
+    waiting: list[mounts.User] = []
     while time.monotonic() < started + UMOUNT_TIMEOUT:
         if not _running(pid):
             return
         if time.monotonic() < started + UMOUNT_SETTLE:
             time.sleep(0.001)
             continue
-        callers = mounts.waiting_callers(mount_id) if mount_id is not None else []
-        if lazy and not callers:
-            print(
-                f"lpfs: umount: daemon {pid} serves the detached mount until its last user leaves",
-                file=sys.stderr,
-            )
+        users = [] if mount_id is None else mounts.mount_users(mount_id, waiting_only=not lazy)
+        waiting = [user for user in users if user.waiting]
+        if lazy and not waiting:
+            whom = ", ".join(map(_named, users)) or "its last user"
+            _say(f"daemon {pid} serves the detached mount until {whom} leaves")
             return
-        for caller in set(callers) - told:
-            print(
-                f"lpfs: umount: waiting for daemon {pid} to answer {_named(caller)}",
-                file=sys.stderr,
-            )
-        told.update(callers)
+        for user in set(waiting) - told:
+            _say(f"waiting for daemon {pid} to answer {_named(user)}")
+        told.update(waiting)
         time.sleep(0.05)
-    answering = f", answering {', '.join(map(_named, callers))}" if callers else ""
+    answering = f", answering {', '.join(map(_named, waiting))}" if waiting else ""
     raise CommandError(f"lpfs: umount: daemon {pid} is still running{answering}")
 
 
-def _named(caller: mounts.Caller) -> str:
-    return f"pid {caller.pid} ({caller.comm})"
+def _named(user: mounts.User) -> str:
+    return f"pid {user.pid} ({user.comm})"
+
+
+def _say(message: str) -> None:
+    print(f"lpfs: umount: {message}", file=sys.stderr)
 
 
 def _running(pid: int) -> bool:

@@ -56,33 +56,35 @@ def top_mount(path: str, mountinfo: str = MOUNTINFO) -> MountEntry | None:
     return next((entry for entry in reversed(here) if entry.mount_id not in covered), None)
 
 
-class Caller(NamedTuple):
+class User(NamedTuple):
+    """A process with a file open on a mount."""
+
     pid: int
     comm: str
+    waiting: bool  # in uninterruptible sleep: for a FUSE mount, waiting for an answer
 
 
-def waiting_callers(mount_id: int) -> list[Caller]:
-    """Processes in uninterruptible sleep with a file open on mount ``mount_id``.
+def mount_users(mount_id: int, waiting_only: bool = False) -> list[User]:
+    """The processes with a file open on mount ``mount_id``.
 
-    A process waiting for a FUSE daemon's answer sleeps so (request_wait_answer()
-    in fs/fuse/dev.c), even after SIGKILL; /proc/<pid>/fdinfo names each open
-    file's mount without a lookup on it.
+    /proc/<pid>/fdinfo names each open file's mount without a lookup on it. A
+    process waiting for a FUSE daemon's answer sleeps uninterruptibly, even
+    after SIGKILL (request_wait_answer() in fs/fuse/dev.c).
     """
-    callers = []
+    users = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as stat:
                 comm, state = stat.read().rsplit(b")", 1)
-            if state.split()[0] != b"D":
-                continue
-            if _has_file_on(entry.name, mount_id):
+            waiting = state.split()[0] == b"D"
+            if (waiting or not waiting_only) and _has_file_on(entry.name, mount_id):
                 name = comm.split(b"(", 1)[1].decode(errors="replace")
-                callers.append(Caller(int(entry.name), name))
+                users.append(User(int(entry.name), name, waiting))
         except OSError:  # the process has gone
             continue
-    return callers
+    return users
 
 
 def _has_file_on(pid: str, mount_id: int) -> bool:
