@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from . import legacy
+from . import kobjects, legacy
 from .clock import Clock, SystemClock
 from .errors import KernelError
 from .kallsyms import Kallsyms
@@ -581,6 +581,10 @@ class Core(ModuleLoader):
             if index < 0 or stack[index].nop:
                 return None
             return stack[index]
+
+    def note_replacement_calls(self) -> None:
+        """After tasks switched: the calls the modules' counting attributes wait for."""
+        kobjects.note_replacement_calls(self)
 
     def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None:
         """klp_unpatch_object(): take the funcs (or only the NOPs) off their stacks."""

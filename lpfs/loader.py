@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from . import legacy, params
+from . import kobjects, legacy, params
 from .errors import KernelError
 from .klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
-from .modfile import ModuleDef, TaskDef
+from .modfile import ModuleDef, PendingCallers, TaskDef
 from .params import ParamValue
 from .profiles import Profile
 from .tasks import SchedState, SimulatedTasks, Task
@@ -49,6 +49,8 @@ class Module:
     patch: Patch | None = None
     params: dict[str, ParamValue] = field(default_factory=dict)
     tasks: dict[int, TaskDef] = field(default_factory=dict)  # running work, by pid
+    # The pids each counting attribute still waits for (test_klp_syscall's klp_pids).
+    pending_callers: dict[PendingCallers, list[int]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -118,10 +120,12 @@ class ModuleLoader:
             return module
 
     def _module_init_locked(self, module: Module) -> None:
-        """The module's init function: its own lines, its work items, klp_enable_patch()."""
+        """The module's init function: its own lines, its kobjects, its work items,
+        klp_enable_patch()."""
         definition = module.definition
         for text in definition.init:
             self._pr_module(module, text)
+        kobjects.create(self, module)
         for task_def in definition.tasks:
             self._start_module_task_locked(module, task_def)
         if definition.calls_klp_enable_patch:

@@ -103,12 +103,49 @@ class StateDef:
 
 @dataclass(frozen=True, slots=True)
 class ParamDef:
-    """``[[param]]``: a module parameter (module_param())."""
+    """``[[param]]``: a module parameter (module_param(), or module_param_array())."""
 
     name: str
-    type: str  # int, bool or charp
+    type: str  # int, bool or charp; of each element for an array
     mode: int = 0o644
-    default: int | bool | str = 0
+    default: int | bool | str | tuple[int | bool | str, ...] = 0
+    array: int = 0  # module_param_array()'s element count; 0 for a single value
+
+
+@dataclass(frozen=True, slots=True)
+class ParamText:
+    """An attribute that shows a module parameter's value, as parameters/<name> does."""
+
+    param: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCallers:
+    """An attribute that counts the pids of an int array parameter that have not yet
+    called the module's replacement of ``function`` (test_klp_syscall's npids)."""
+
+    param: str
+    function: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttrDef:
+    """``[[kobject.attr]]``: a file sysfs_create_file() adds, and what its show prints."""
+
+    name: str
+    mode: int
+    value: str | ParamText | PendingCallers
+
+
+@dataclass(frozen=True, slots=True)
+class KobjectDef:
+    """``[[kobject]]``: kobject_create_and_add(name, kernel_kobj), /sys/kernel/<name>."""
+
+    name: str
+    attrs: tuple[AttrDef, ...]
+
+    def attr(self, name: str) -> AttrDef | None:
+        return next((a for a in self.attrs if a.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +181,7 @@ class ModuleDef:
     init: tuple[str, ...] = ()
     exit: tuple[str, ...] = ()
     tasks: tuple[TaskDef, ...] = ()
+    kobjects: tuple[KobjectDef, ...] = ()
 
     @property
     def calls_klp_enable_patch(self) -> bool:
@@ -246,6 +284,7 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
             "init",
             "exit",
             "task",
+            "kobject",
         },
     )
     fmt = rd.get(top, "", "format", int, FORMAT_VERSION)
@@ -262,15 +301,16 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
         _parse_param(rd, raw, f"param[{i}]") for i, raw in enumerate(rd.array(top, "", "param"))
     )
     replace, replace_param = _parse_replace(rd, top, params)
+    objects = tuple(
+        _parse_object(rd, raw, f"object[{i}]", params)
+        for i, raw in enumerate(rd.array(top, "", "object"))
+    )
     definition = ModuleDef(
         name=name,
         livepatch=rd.get(top, "", "livepatch", bool, True),
         replace=replace,
         replace_param=replace_param,
-        objects=tuple(
-            _parse_object(rd, raw, f"object[{i}]", params)
-            for i, raw in enumerate(rd.array(top, "", "object"))
-        ),
+        objects=objects,
         states=tuple(
             _parse_state(rd, raw, f"state[{i}]") for i, raw in enumerate(rd.array(top, "", "state"))
         ),
@@ -281,19 +321,34 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
             _parse_task(rd, raw, f"task[{i}]", params)
             for i, raw in enumerate(rd.array(top, "", "task"))
         ),
+        kobjects=_parse_kobjects(rd, top, params, objects),
         source=file,
     )
     return definition
 
 
-def _param_ref(
-    rd: _Reader, where: str, ref: str, params: tuple[ParamDef, ...], types: tuple[str, ...]
-) -> str:
+def _declared(rd: _Reader, where: str, ref: str, params: tuple[ParamDef, ...]) -> ParamDef:
     param = next((p for p in params if p.name == ref), None)
     if param is None:
         raise rd.fail(where, f"no parameter '{ref}' is declared")
-    if param.type not in types:
-        raise rd.fail(where, f"parameter '{ref}' is {param.type}, not {' or '.join(types)}")
+    return param
+
+
+def _param_ref(
+    rd: _Reader,
+    where: str,
+    ref: str,
+    params: tuple[ParamDef, ...],
+    types: tuple[str, ...],
+    *,
+    array: bool = False,
+) -> str:
+    """The name of a declared parameter of one of ``types``, an array or not as asked."""
+    param = _declared(rd, where, ref, params)
+    if param.type not in types or bool(param.array) != array:
+        wanted = " or ".join(f"array of {t}" if array else t for t in types)
+        have = f"array of {param.type}" if param.array else param.type
+        raise rd.fail(where, f"parameter '{ref}' is {have}, not {wanted}")
     return ref
 
 
@@ -308,19 +363,36 @@ def _parse_replace(
     return rd.get(top, "", "replace", bool, False), None
 
 
+def _parse_mode(rd: _Reader, doc: dict[str, Any], where: str, default: int) -> int:
+    mode = rd.count(doc, where, "mode", default)
+    if mode & ~0o777 or mode & 0o002:
+        raise rd.fail(f"{where}.mode", f"{oct(mode)} is not a sysfs mode (no world write)")
+    return mode
+
+
 def _parse_param(rd: _Reader, raw: Any, where: str) -> ParamDef:
-    param = rd.table(raw, where, {"name", "type", "mode", "default"})
+    param = rd.table(raw, where, {"name", "type", "mode", "default", "array"})
     name = rd.get(param, where, "name", str, _REQUIRED)
     if not _MODULE_NAME_RE.fullmatch(name):
         raise rd.fail(f"{where}.name", f"'{name}' is not a parameter name")
     kind = rd.get(param, where, "type", str, _REQUIRED)
     if kind not in _PARAM_TYPES:
         raise rd.fail(f"{where}.type", f"expected int, bool or charp, got '{kind}'")
-    mode = rd.count(param, where, "mode", 0o644)
-    if mode & ~0o777 or mode & 0o002:
-        raise rd.fail(f"{where}.mode", f"{oct(mode)} is not a parameter mode (no world write)")
-    zero = {"int": 0, "bool": False, "charp": ""}[kind]
-    return ParamDef(name, kind, mode, rd.get(param, where, "default", _PARAM_TYPES[kind], zero))
+    mode = _parse_mode(rd, param, where, 0o644)
+    array = rd.count(param, where, "array", 0)
+    if not array:
+        zero = {"int": 0, "bool": False, "charp": ""}[kind]
+        default = rd.get(param, where, "default", _PARAM_TYPES[kind], zero)
+        return ParamDef(name, kind, mode, default)
+    elements = rd.get(param, where, "default", list, [])
+    for i, element in enumerate(elements):
+        if not isinstance(element, _PARAM_TYPES[kind]) or isinstance(element, bool) != (
+            kind == "bool"
+        ):
+            raise rd.fail(f"{where}.default[{i}]", f"expected {kind}, got {_describe(element)}")
+    if len(elements) > array:
+        raise rd.fail(f"{where}.default", f"more than {array} elements")
+    return ParamDef(name, kind, mode, tuple(elements), array)
 
 
 def _parse_object(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...]) -> ObjectDef:
@@ -451,6 +523,75 @@ def _parse_task(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...])
         finish=_parse_texts(rd, task, where, "finish"),
         while_param=while_param,
     )
+
+
+_SYSFS_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _sysfs_name(rd: _Reader, doc: dict[str, Any], where: str) -> str:
+    """A kobject's or an attribute's name: one path component sysfs can show."""
+    name = rd.get(doc, where, "name", str, _REQUIRED)
+    if not _SYSFS_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise rd.fail(f"{where}.name", f"'{name}' is not a sysfs name")
+    return name
+
+
+def _parse_kobjects(
+    rd: _Reader,
+    top: dict[str, Any],
+    params: tuple[ParamDef, ...],
+    objects: tuple[ObjectDef, ...],
+) -> tuple[KobjectDef, ...]:
+    kobjects: list[KobjectDef] = []
+    for i, raw in enumerate(rd.array(top, "", "kobject")):
+        where = f"kobject[{i}]"
+        table = rd.table(raw, where, {"name", "attr"})
+        name = _sysfs_name(rd, table, where)
+        if any(k.name == name for k in kobjects):
+            raise rd.fail(f"{where}.name", f"'{name}' is declared twice")
+        attrs: list[AttrDef] = []
+        for j, raw_attr in enumerate(rd.array(table, where, "attr")):
+            awhere = f"{where}.attr[{j}]"
+            attr = rd.table(raw_attr, awhere, {"name", "mode", "value"})
+            attr_name = _sysfs_name(rd, attr, awhere)
+            if any(a.name == attr_name for a in attrs):
+                raise rd.fail(f"{awhere}.name", f"'{attr_name}' is declared twice")
+            mode = _parse_mode(rd, attr, awhere, 0o444)
+            value = _parse_attr_value(rd, attr, awhere, params, objects)
+            attrs.append(AttrDef(attr_name, mode, value))
+        kobjects.append(KobjectDef(name, tuple(attrs)))
+    return tuple(kobjects)
+
+
+def _parse_attr_value(
+    rd: _Reader,
+    attr: dict[str, Any],
+    where: str,
+    params: tuple[ParamDef, ...],
+    objects: tuple[ObjectDef, ...],
+) -> str | ParamText | PendingCallers:
+    """A constant (string or integer), ``{ param }`` or ``{ pids, until_called }``."""
+    where = f"{where}.value"
+    raw = attr.get("value")
+    if isinstance(raw, str):
+        return raw if raw.endswith("\n") else raw + "\n"
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return f"{raw}\n"
+    if not isinstance(raw, dict):
+        if raw is None:
+            raise rd.fail(where, "missing")
+        raise rd.fail(where, f"expected a string, an integer or a table, got {_describe(raw)}")
+    if "param" in raw:
+        ref = rd.table(raw, where, {"param"})
+        name = rd.get(ref, where, "param", str, _REQUIRED)
+        return ParamText(_declared(rd, f"{where}.param", name, params).name)
+    ref = rd.table(raw, where, {"pids", "until_called"})
+    pids = rd.get(ref, where, "pids", str, _REQUIRED)
+    _param_ref(rd, f"{where}.pids", pids, params, ("int",), array=True)
+    function = rd.get(ref, where, "until_called", str, _REQUIRED)
+    if not any(o.name == "vmlinux" and f.old_name == function for o in objects for f in o.funcs):
+        raise rd.fail(f"{where}.until_called", f"the module does not patch vmlinux's {function}")
+    return PendingCallers(pids, function)
 
 
 def module_text(path: Path) -> tuple[str, str]:

@@ -27,27 +27,23 @@ bind_over() {
 	mount --bind "$1" "$2"
 }
 
+# /sys/kernel is nsfs's kernel/ directory (see lpfs/nskernel.py for why not
+# a tmpfs): each of the host's entries is bound back over its stub, and
+# livepatch is the mount's; the modules' own kobjects are nsfs's symlinks
+# into the mount, there as soon as a module adds one.
 shadow_sys_kernel() {
 	local stage=$1 entry name
-	mkdir -p "$stage/host-kernel"
-	mount --rbind /sys/kernel "$stage/host-kernel"
-	mount -t tmpfs -o mode=755 lpfs-sys-kernel /sys/kernel
-	for entry in "$stage"/host-kernel/* "$stage"/host-kernel/.[!.]*; do
-		[ -e "$entry" ] || [ -L "$entry" ] || continue
+	mount --bind "$stage/ns/kernel" /sys/kernel
+	for entry in /sys/kernel/* /sys/kernel/.[!.]*; do
 		name=${entry##*/}
-		[ "$name" != livepatch ] || continue
-		if [ -L "$entry" ]; then
-			cp -P "$entry" "/sys/kernel/$name"
-		elif [ -d "$entry" ]; then
-			mkdir "/sys/kernel/$name"
-			mount --rbind "$entry" "/sys/kernel/$name"
+		if [ ! -e "$entry" ] || [ -L "$entry" ]; then
+			continue # no such name, or a symlink nsfs shows itself
+		elif [ "$name" = livepatch ]; then
+			mount --bind "$LPFS_MOUNT/kernel/livepatch" "$entry"
 		else
-			touch "/sys/kernel/$name"
-			mount --bind "$entry" "/sys/kernel/$name"
+			mount --rbind "$stage/host-kernel/$name" "$entry"
 		fi
 	done
-	mkdir /sys/kernel/livepatch
-	mount --bind "$LPFS_MOUNT/kernel/livepatch" /sys/kernel/livepatch
 	if [ -e /sys/kernel/debug/dynamic_debug/control ]; then
 		mount --bind "$stage/ns/dynamic_debug_control" /sys/kernel/debug/dynamic_debug/control
 	else
@@ -159,10 +155,11 @@ install_stand_ins() {
 inside() {
 	local stage=$1 release nsfs_pid status
 	shift
-	mkdir -p "$stage/ns" "$stage/host-module"
+	mkdir -p "$stage/ns" "$stage/host-module" "$stage/host-kernel"
 	mount --bind /sys/module "$stage/host-module"
+	mount --rbind /sys/kernel "$stage/host-kernel"
 	"$python" -m lpfs.nsfs "$stage/ns" --mount "$LPFS_MOUNT" \
-		--host-modules "$stage/host-module" &
+		--host-modules "$stage/host-module" --host-kernel "$stage/host-kernel" &
 	nsfs_pid=$!
 	for _ in $(seq 200); do
 		[ ! -e "$stage/ns/kmsg" ] || break

@@ -11,6 +11,7 @@ running lpfs daemon over its control socket:
     ftrace_enabled         /proc/sys/kernel/ftrace_enabled, emulated
     dynamic_debug_control  /sys/kernel/debug/dynamic_debug/control, for lpfs's pr_debug sites
     module/                /sys/module: a symlink per module, emulated ones shadowing the host's
+    kernel/                /sys/kernel: the host's entries, livepatch and the modules' kobjects
 
 The host's own versions are read through descriptors opened before they are
 shadowed.
@@ -32,6 +33,7 @@ from .binding import FuseOSError, fuse_get_context
 from .errors import ControlError
 from .fs import mount_options
 from .klog import Record
+from .nskernel import KernelDir
 
 # The /proc file each emulated show function fills.
 PROC_FUNCTIONS = {"cmdline": "cmdline_proc_show", "meminfo": "meminfo_proc_show"}
@@ -57,10 +59,17 @@ class NsFiles:
 
     use_ns = True
 
-    def __init__(self, client: control.Client, sysfs_mount: Path, host_modules: Path) -> None:
+    def __init__(
+        self, client: control.Client, sysfs_mount: Path, host_modules: Path, host_kernel: Path
+    ) -> None:
         self._client = client
         self._sysfs = sysfs_mount
         self._host_modules = host_modules
+        self._kernel = KernelDir(host_kernel, sysfs_mount)
+        # Mountpoints of lpfs-ns, there as long as the namespace: the kernel may cache them.
+        self.stable_entries = frozenset(
+            {"/kernel", *(f"/kernel/{name}" for name in self._kernel.stubs)}
+        )
         self._host_fds = {
             name: os.open(path, os.O_RDONLY)
             for name, path in HOST_FILES.items()
@@ -174,8 +183,14 @@ class NsFiles:
             "st_ctime": now,
         }
         parts = [p for p in path.split("/") if p]
-        if not parts or parts == ["module"]:
+        if not parts or parts in (["module"], ["kernel"]):
             return {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+        if len(parts) == 2 and parts[0] == "kernel":
+            entry = self._kernel.entry(parts[1])
+            if entry is None:
+                raise FuseOSError(errno.ENOENT)
+            nlink = 2 if stat.S_ISDIR(entry.mode) else 1
+            return {**base, "st_mode": entry.mode, "st_nlink": nlink, "st_size": len(entry.target)}
         if len(parts) == 2 and parts[0] == "module":
             target = self._module_target(parts[1])
             if target is None:
@@ -188,7 +203,9 @@ class NsFiles:
 
     def readdir(self, path: str, fh: int) -> list[str]:
         if path == "/":
-            return [".", "..", "module", *self._files]
+            return [".", "..", "module", "kernel", *self._files]
+        if path == "/kernel":
+            return [".", "..", *self._kernel.names()]
         if path == "/module":
             emulated = [m["name"] for m in self._call("status")["modules"]]
             host = [n for n in os.listdir(self._host_modules) if n not in emulated]
@@ -196,7 +213,12 @@ class NsFiles:
         raise FuseOSError(errno.ENOTDIR)
 
     def readlink(self, path: str) -> str:
-        target = self._module_target(path.rsplit("/", 1)[-1])
+        parent, _, name = path.rpartition("/")
+        if parent == "/kernel":
+            entry = self._kernel.entry(name)
+            target = entry.target if entry is not None and stat.S_ISLNK(entry.mode) else None
+        else:
+            target = self._module_target(name)
         if target is None:
             raise FuseOSError(errno.ENOENT)
         return target
@@ -257,9 +279,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("mountpoint")
     parser.add_argument("--mount", required=True, help="the lpfs sysfs mount")
     parser.add_argument("--host-modules", required=True, help="the host's /sys/module, bound aside")
+    parser.add_argument("--host-kernel", required=True, help="the host's /sys/kernel, bound aside")
     args = parser.parse_args(argv)
     sysfs = Path(args.mount).absolute()
-    ops = NsFiles(control.Client(control.socket_path(sysfs)), sysfs, Path(args.host_modules))
+    client = control.Client(control.socket_path(sysfs))
+    ops = NsFiles(client, sysfs, Path(args.host_modules), Path(args.host_kernel))
     options = {**mount_options(), "fsname": "lpfs-ns", "subtype": "lpfs-ns"}
     binding.serve(ops, args.mountpoint, **options)
 

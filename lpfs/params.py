@@ -7,14 +7,27 @@ from .kstrtox import kstrtobool, kstrtoint
 from .modfile import ParamDef
 from .profiles import Profile
 
-ParamValue = int | bool | str
+Scalar = int | bool | str
+ParamValue = Scalar | tuple[Scalar, ...]
 
 
 def parse(param: ParamDef, text: str | None, profile: Profile) -> ParamValue:
-    """param_set_*(): a value from insmod (None for a bare name) or a sysfs write.
+    """param_set_*(), or param_array_set() for an array: a value from insmod (None for a
+    bare name) or a sysfs write.
 
     Raises KernelError(EINVAL) or (ERANGE).
     """
+    if not param.array:
+        return _parse_scalar(param, text, profile)
+    if text is None:
+        raise KernelError(errno.EINVAL)  # only a bool takes a bare name, not an array
+    elements = text.split(",")
+    if len(elements) > param.array:
+        raise KernelError(errno.EINVAL)
+    return tuple(_parse_scalar(param, element, profile) for element in elements)
+
+
+def _parse_scalar(param: ParamDef, text: str | None, profile: Profile) -> Scalar:
     if param.type == "bool":
         return True if text is None else kstrtobool(text.encode(), profile)
     if text is None:
@@ -25,7 +38,13 @@ def parse(param: ParamDef, text: str | None, profile: Profile) -> ParamValue:
 
 
 def show(param: ParamDef, value: ParamValue) -> str:
-    """param_get_*(): the sysfs text."""
+    """param_get_*(), or param_array_get(): elements joined by commas, nothing for none."""
+    if isinstance(value, tuple):
+        return ",".join(_show_scalar(param, e) for e in value) + ("\n" if value else "")
+    return f"{_show_scalar(param, value)}\n"
+
+
+def _show_scalar(param: ParamDef, value: Scalar) -> str:
     if param.type == "bool":
-        return "Y\n" if value else "N\n"
-    return f"{value}\n"
+        return "Y" if value else "N"
+    return f"{value}"

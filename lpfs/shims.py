@@ -161,7 +161,10 @@ def _modinfo_fields(path: Path) -> list[tuple[str, str]]:
         key, sep, value = entry.decode(errors="replace").partition("=")
         if sep:
             fields.append((key, value))
-    fields += [("parm", f"{p.name}:{p.type}") for p in definition.params]
+    # __MODULE_PARM_TYPE(): module_param_array() types its parameters "array of <type>".
+    fields += [
+        ("parm", f"{p.name}:{'array of ' if p.array else ''}{p.type}") for p in definition.params
+    ]
     return fields
 
 

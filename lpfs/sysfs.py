@@ -10,6 +10,7 @@ Sysfs Interface, as the kernel draws it (one row per path):
     /kernel/livepatch/<patch>/stack_order        0444, position in klp_patches
     /kernel/livepatch/<patch>/<object>/patched   0444, funcs registered
     /kernel/livepatch/<patch>/<object>/<func,sympos>/
+    /kernel/<kobject>/<attr>                     a module's own kobjects, while it is loaded
     /module/<module>/{coresize,initstate,refcnt,taint}, holders/
 
 Nothing here is stored: every lookup derives the node from the core, so a
@@ -30,10 +31,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from . import params
+from . import kobjects, params
 from .core import Core, KlpObject, Module, Patch
 from .errors import KernelError
+from .kobjects import LIVEPATCH_KOBJECT
 from .kstrtox import kstrtobool
+from .modfile import AttrDef, ParamText
 from .profiles import Version
 
 PAGE_SIZE: Final = 4096
@@ -136,6 +139,14 @@ MODULE_DIRS: Final = ("holders",)
 PARAMETERS: Final = "parameters"
 
 
+def _param_store(module: Module, name: str) -> Store:
+    def store(core: Core, owner: Owner, buf: bytes) -> None:
+        # The store sees a C string: it ends at the first NUL.
+        core.set_param(module, name, buf.split(b"\0", 1)[0].decode("utf-8", "replace"))
+
+    return store
+
+
 def param_attr(module: Module, name: str) -> Attr | None:
     """/sys/module/<module>/parameters/<name>: a file only for a parameter with a mode."""
     param = module.definition.param(name)
@@ -145,11 +156,19 @@ def param_attr(module: Module, name: str) -> Attr | None:
     def show(core: Core, owner: Owner) -> str:
         return params.show(param, module.params[name])
 
-    def store(core: Core, owner: Owner, buf: bytes) -> None:
-        # The store sees a C string: it ends at the first NUL.
-        core.set_param(module, name, buf.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return Attr(name, param.mode, show=show, store=_param_store(module, name))
 
-    return Attr(name, param.mode, show=show, store=store)
+
+def kobject_attr(module: Module, attr: AttrDef) -> Attr:
+    """/sys/kernel/<kobject>/<attr>: a module's own attribute; one showing a parameter
+    stores into it too, where its mode lets a write through."""
+
+    def show(core: Core, owner: Owner) -> str:
+        return kobjects.show(core, module, attr)
+
+    value = attr.value
+    store = _param_store(module, value.param) if isinstance(value, ParamText) else None
+    return Attr(attr.name, attr.mode, show=show, store=store)
 
 
 @dataclass(slots=True)
@@ -265,9 +284,9 @@ class Tree:
             return self._dir(None, self.mounted, ["kernel", "module"], [])
         if parts[0] == "kernel":
             if depth == 1:
-                return self._dir(None, self.mounted, ["livepatch"], [])
-            if parts[1] != "livepatch":
-                return None
+                return self._dir(None, self.mounted, self._kernel_names(), [])
+            if parts[1] != LIVEPATCH_KOBJECT:
+                return self._resolve_kobject(parts[1], parts[2:])
             if depth == 2:
                 return self._dir(None, self.mounted, self._patch_names(), [])
             patch = core.find_patch(parts[2])
@@ -290,6 +309,21 @@ class Tree:
             names = list(map(_patch_name, self.core.patches))
             self._patch_names_seen = (self.core.patches_generation, names)
         return names
+
+    def _kernel_names(self) -> list[str]:
+        """What kernel/ lists: livepatch, then the kobjects of loaded modules."""
+        kobject_names = (k.name for m in self.core.modules.values() for k in m.definition.kobjects)
+        return [LIVEPATCH_KOBJECT, *kobject_names]
+
+    def _resolve_kobject(self, name: str, rest: list[str]) -> Node | None:
+        found = kobjects.find(self.core, name)
+        if found is None or len(rest) > 1:
+            return None
+        module, kobj = found
+        if not rest:
+            return self._dir(module, module.created, [], [a.name for a in kobj.attrs])
+        attr = kobj.attr(rest[0])
+        return Node(module, module.created, kobject_attr(module, attr)) if attr else None
 
     def _resolve_module(self, module: Module, rest: list[str]) -> Node | None:
         created = module.created

@@ -83,27 +83,51 @@ def idle_tasks(ncpus: int) -> list[Task]:
 class SimulatedTasks:
     """Deterministic tasks whose state and stacks are set by hand.
 
+    Besides them, processes of this machine that a module names (as
+    test_klp_syscall's klp_pids does) are adopted: followed through /proc
+    until they exit, as host mode follows every thread.
+
     Callers hold the core lock; this class has no lock of its own.
     """
 
     def __init__(self, ncpus: int | None = None) -> None:
         self._idle = idle_tasks(ncpus or os.cpu_count() or 1)
         self._by_pid: dict[int, Task] = {}
+        self._adopted: dict[int, Task] = {}
         # Sets the patch state of a task that appears by itself (host threads).
         self.on_new: Callable[[Task, Task | None], None] = lambda task, parent: None
 
     def tasks(self) -> list[Task]:
-        return [*self._by_pid.values(), *self._idle]
+        for pid, task in list(self._adopted.items()):
+            info = read_thread(pid, pid)
+            if info is None:
+                del self._adopted[pid]
+            else:
+                _follow(task, info)
+        return [*self._by_pid.values(), *self._adopted.values(), *self._idle]
 
     def get(self, pid: int) -> Task | None:
-        return self._by_pid.get(pid)
+        return self._by_pid.get(pid) or self._adopted.get(pid)
+
+    def adopt_process(self, pid: int) -> None:
+        """Make a process of this machine a task, unless the pid is one already or no
+        process has it: a user task whose patch state is set as a new task's."""
+        if self.get(pid) is not None or pid <= 0:
+            return
+        info = read_thread(pid, pid)
+        if info is None:
+            return
+        task = Task(pid=pid, comm=info.comm)
+        _follow(task, info)
+        self.on_new(task, None)
+        self._adopted[pid] = task
 
     def add(self, task: Task, parent: Task | None = None) -> Task:
         """Add a task; a forked child inherits its parent's patch state and pending flag.
 
         Raises KeyError if the pid is taken.
         """
-        if task.pid in self._by_pid or task.pid <= 0:
+        if task.pid in self._by_pid or task.pid in self._adopted or task.pid <= 0:
             raise KeyError(task.pid)
         if parent is not None:
             task.patch_state = parent.patch_state
@@ -117,6 +141,7 @@ class SimulatedTasks:
 
     def clear(self) -> None:
         self._by_pid.clear()
+        self._adopted.clear()
         for task in self._idle:
             task.patch_state = PatchState.IDLE
             task.pending = False
@@ -190,6 +215,15 @@ def read_thread(pid: int, tid: int) -> ThreadInfo | None:
     )
 
 
+def _follow(task: Task, info: ThreadInfo) -> None:
+    """Bring a task in line with what /proc says of its thread now."""
+    task.comm = info.comm
+    task.state = info.state
+    task.kthread = info.kthread
+    task.unreliable = info.stack is None
+    task.stack = info.stack or ()
+
+
 def host_threads(exclude_pid: int) -> list[ThreadInfo]:
     """Every thread of this machine (psutil enumerates), but those of ``exclude_pid``."""
     import psutil  # only host mode needs it: simulated daemons start faster without
@@ -231,11 +265,7 @@ class HostTasks(SimulatedTasks):
             if task is None:
                 task = Task(pid=info.tid, comm=info.comm)
                 fresh.append((task, info))
-            task.comm = info.comm
-            task.state = info.state
-            task.kthread = info.kthread
-            task.unreliable = info.stack is None
-            task.stack = info.stack or ()
+            _follow(task, info)
             seen[info.tid] = task
         self._threads = seen
         for task, info in fresh:
@@ -245,6 +275,9 @@ class HostTasks(SimulatedTasks):
 
     def get(self, pid: int) -> Task | None:
         return self._threads.get(pid) or super().get(pid)
+
+    def adopt_process(self, pid: int) -> None:
+        """Nothing to do: every process of this machine is a task already."""
 
     def add(self, task: Task, parent: Task | None = None) -> Task:
         if task.pid in self._threads or os.path.exists(f"/proc/{task.pid}"):

@@ -129,6 +129,7 @@ class Transition:
                 task.patch_state = target
             elif self._try_switch(task, checked) is not None:
                 complete = False
+        self._core.note_replacement_calls()
         self.tries += 1
         if not complete:
             automatic = self._core.profile.automatic_signals
