@@ -3,7 +3,19 @@
 import pytest
 
 from lpfs.errors import ModfileError
-from lpfs.modfile import FuncDef, ModuleDef, ObjectDef, StateDef, load, parse
+from lpfs.modfile import (
+    AttrDef,
+    FuncDef,
+    KobjectDef,
+    ModuleDef,
+    ObjectDef,
+    ParamDef,
+    ParamText,
+    PendingCallers,
+    StateDef,
+    load,
+    parse,
+)
 
 ONE_FUNC = """
 name = "demo"
@@ -213,6 +225,129 @@ class TestFormat:
             info.value.key,
             str(info.value).startswith("demo.toml: not valid TOML: "),
         )
+
+
+GETPID = """
+name = "counter"
+[[object]]
+[[object.func]]
+old_name = "__x64_sys_getpid"
+new_name = "lp_sys_getpid"
+[[param]]
+name = "pids"
+type = "int"
+array = 4
+mode = 0
+[[param]]
+name = "level"
+type = "int"
+"""
+
+
+class TestKobjects:
+    """``[[kobject]]``: directories a module adds to /sys/kernel, and their attributes."""
+
+    def test_every_value(self):
+        """A string and an integer are constants, a table a parameter or a pid count."""
+        definition = parse(
+            GETPID
+            + """
+[[kobject]]
+name = "counter"
+[[kobject.attr]]
+name = "npids"
+value = { pids = "pids", until_called = "__x64_sys_getpid" }
+[[kobject.attr]]
+name = "level"
+mode = 0o644
+value = { param = "level" }
+[[kobject.attr]]
+name = "text"
+value = "hello"
+[[kobject.attr]]
+name = "number"
+mode = 0o400
+value = 7
+""",
+            "counter.toml",
+        )
+
+        assert (
+            KobjectDef(
+                "counter",
+                (
+                    AttrDef("npids", 0o444, PendingCallers("pids", "__x64_sys_getpid")),
+                    AttrDef("level", 0o644, ParamText("level")),
+                    AttrDef("text", 0o444, "hello\n"),
+                    AttrDef("number", 0o400, "7\n"),
+                ),
+            ),
+        ) == definition.kobjects
+
+    def test_int_array_param(self):
+        """``array`` makes a module_param_array() of that many elements; its default is a list."""
+        definition = parse(GETPID.replace("mode = 0\n", "mode = 0\ndefault = [1, 2]\n"), "c.toml")
+
+        assert ParamDef("pids", "int", 0, (1, 2), 4) == definition.param("pids")
+
+    @pytest.mark.parametrize(
+        ("kobject", "message"),
+        [
+            (
+                'name = "a/b"',
+                "c.toml: kobject[0].name: 'a/b' is not a sysfs name",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"',
+                "c.toml: kobject[0].attr[0].value: missing",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"\nvalue = true',
+                "c.toml: kobject[0].attr[0].value: expected a string, an integer or a table, "
+                "got True (bool)",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"\nvalue = "1"\nmode = 0o666',
+                "c.toml: kobject[0].attr[0].mode: 0o666 is not a sysfs mode (no world write)",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"\nvalue = { param = "nope" }',
+                "c.toml: kobject[0].attr[0].value.param: no parameter 'nope' is declared",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"\n'
+                'value = { pids = "level", until_called = "__x64_sys_getpid" }',
+                "c.toml: kobject[0].attr[0].value.pids: parameter 'level' is int, not array of int",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"\n'
+                'value = { pids = "pids", until_called = "do_fork" }',
+                "c.toml: kobject[0].attr[0].value.until_called: "
+                "the module does not patch vmlinux's do_fork",
+            ),
+            (
+                'name = "k"\n[[kobject.attr]]\nname = "x"\nvalue = 1\n'
+                '[[kobject.attr]]\nname = "x"\nvalue = 2',
+                "c.toml: kobject[0].attr[1].name: 'x' is declared twice",
+            ),
+        ],
+    )
+    def test_errors(self, kobject, message):
+        """Every fault names the file, the key and the reason."""
+        assert message == error(f"{GETPID}[[kobject]]\n{kobject}\n", "c.toml")
+
+    def test_array_default_too_long(self):
+        """A default with more elements than the array holds is refused."""
+        text = GETPID.replace("mode = 0\n", "mode = 0\ndefault = [1, 2, 3, 4, 5]\n")
+
+        assert "c.toml: param[0].default: more than 4 elements" == error(text, "c.toml")
+
+    def test_array_is_not_a_scalar(self):
+        """A parameter that must be a scalar (replace) cannot be an array."""
+        text = GETPID.replace('name = "counter"', 'name = "counter"\nreplace = { param = "pids" }')
+
+        message = "c.toml: replace.param: parameter 'pids' is array of int, not int or bool"
+        assert message == error(text, "c.toml")
 
 
 class TestLoad:
