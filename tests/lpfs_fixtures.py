@@ -6,12 +6,14 @@ LPFS_STRICT=1 (as in CI, where `make test` has installed them all): there
 that is a failure.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -136,3 +138,21 @@ def stop_daemon(path: Path) -> None:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).strip("\n")
+
+
+# What the selftests' test_klp-call_getpid does: call getpid until killed.
+GETPID_LOOP = "import os\nwhile True:\n    os.getpid()\n"
+
+
+@contextlib.contextmanager
+def getpid_loops(count: int) -> Iterator[list[subprocess.Popen]]:
+    """``count`` real processes calling getpid in a loop; killed and reaped on the way out."""
+    loops: list[subprocess.Popen] = []
+    try:
+        for _ in range(count):
+            loops.append(subprocess.Popen([sys.executable, "-c", GETPID_LOOP]))
+        yield loops
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()

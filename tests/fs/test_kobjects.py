@@ -10,12 +10,11 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import Mount
+from lpfs_fixtures import Mount, getpid_loops
 
 COUNTER = """
 name = "lpfs_counter"
@@ -70,13 +69,8 @@ def counter(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def getpid_loop() -> Iterator[subprocess.Popen]:
-    """A real process calling getpid in a loop, as test_klp-call_getpid does."""
-    loop = subprocess.Popen([sys.executable, "-c", "import os\nwhile True: os.getpid()"])
-    try:
-        yield loop
-    finally:
-        loop.kill()
-        loop.wait()
+    with getpid_loops(1) as loops:
+        yield loops[0]
 
 
 def tasks(mnt: Mount) -> list[dict]:
