@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse, require_tools
+from lpfs_fixtures import GETPID_LOOP, MODULES, require_fuse, require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 LPFS_NS = ROOT / "mountpoint-scripts" / "lpfs-ns"
@@ -39,10 +39,16 @@ def test_modules(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run_ns(workdir: Path, script: str, *options: str) -> subprocess.CompletedProcess:
+def run_ns(
+    workdir: Path, script: str, *options: str, pid_namespace: bool = False
+) -> subprocess.CompletedProcess:
+    """The script inside lpfs-ns, after the harness; in a PID namespace of its own if asked,
+    so that with --tasks host the only tasks are the ones it starts, and every process it
+    starts dies with it, even on a timeout."""
     body = f"cd {workdir}\nsource {HARNESS}\nset_dynamic_debug\n{script}"
+    prefix = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] if pid_namespace else []
     return subprocess.run(
-        [str(LPFS_NS), *options, "--", "bash", "-c", body],
+        [*prefix, str(LPFS_NS), *options, "--", "bash", "-c", body],
         capture_output=True,
         text=True,
         timeout=180,
@@ -236,3 +242,52 @@ def test_tools_at_their_absolute_paths(test_modules: Path) -> None:
         in result.stderr
     )
     assert "/sys/kernel/livepatch" not in Path("/proc/mounts").read_text()
+
+
+@pytest.mark.parametrize("options", [(), ("--tasks", "host")], ids=["simulated", "host"])
+def test_syscall(test_modules: Path, options: tuple[str, ...]) -> None:
+    """test-syscall.sh's case: real processes call getpid in a loop and count down npids,
+    whether the daemon adopts them (simulated tasks) or sees them as its own (host)."""
+    program = test_modules / "test_klp-call_getpid"
+    program.write_text(f"#!{sys.executable}\n{GETPID_LOOP}")
+    program.chmod(0o755)
+    result = run_ns(
+        test_modules,
+        """
+        MOD_SYSCALL=test_klp_syscall
+        start_test "patch getpid syscall while being heavily hammered"
+        NPROC=$(getconf _NPROCESSORS_ONLN)
+        MAXPROC=4  # 128 in the script; each one keeps a CPU busy
+        for i in $(seq 1 $((NPROC < MAXPROC ? NPROC : MAXPROC))); do
+            ./test_klp-call_getpid &
+            pids[$i]="$!"
+        done
+        pid_list=$(echo ${pids[@]} | tr ' ' ',')
+        load_lp $MOD_SYSCALL klp_pids=$pid_list
+        loop_until 'grep -q '^0$' /sys/kernel/test_klp_syscall/npids' || die "npids stays up"
+        pending_pids=$(cat /sys/kernel/test_klp_syscall/npids)
+        log "$MOD_SYSCALL: Remaining not livepatched processes: $pending_pids"
+        for pid in ${pids[@]}; do
+            kill $pid || true
+        done
+        disable_lp $MOD_SYSCALL
+        unload_mod $MOD_SYSCALL
+        [ ! -e /sys/kernel/test_klp_syscall ] || die "npids outlives the module"
+        check_result "% insmod test_modules/$MOD_SYSCALL.ko klp_pids=$pid_list
+livepatch: enabling patch '$MOD_SYSCALL'
+livepatch: '$MOD_SYSCALL': initializing patching transition
+livepatch: '$MOD_SYSCALL': starting patching transition
+livepatch: '$MOD_SYSCALL': completing patching transition
+livepatch: '$MOD_SYSCALL': patching complete
+$MOD_SYSCALL: Remaining not livepatched processes: 0
+% echo 0 > /sys/kernel/livepatch/$MOD_SYSCALL/enabled
+livepatch: '$MOD_SYSCALL': initializing unpatching transition
+livepatch: '$MOD_SYSCALL': starting unpatching transition
+livepatch: '$MOD_SYSCALL': completing unpatching transition
+livepatch: '$MOD_SYSCALL': unpatching complete
+% rmmod $MOD_SYSCALL"
+    """,
+        *options,
+        pid_namespace=True,  # the getpid loops die with it, whatever happens
+    )
+    assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
