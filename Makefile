@@ -17,7 +17,8 @@ all: test
 # "Requirements" section says why each is needed.
 SYSTEM_TOOLS := fusermount:fuse unshare:util-linux mount:mount bash:bash \
 	insmod:kmod modinfo:kmod readelf:binutils shellcheck:shellcheck \
-	sysctl:procps useradd:passwd gcc:gcc pkg-config:pkg-config
+	sysctl:procps useradd:passwd gcc:gcc pkg-config:pkg-config \
+	make:make rsync:rsync xz:xz-utils
 # library or header:package
 SYSTEM_FILES := /usr/include/fuse/fuse.h:libfuse-dev
 
@@ -99,3 +100,10 @@ uninstall-system:
 .PHONY: bench
 bench: deps
 	$(BIN)/python bench/run.py
+
+# The kernel's own livepatch selftests, unmodified, from Debian's kernel
+# sources, inside lpfs ns (as root); kselftest/README.md says how.
+# KSELFTEST_ARGS: options of kselftest/run.py, e.g. --kernel 6.12 --timeout 60.
+.PHONY: kselftest
+kselftest: deps
+	$(BIN)/python kselftest/run.py $(KSELFTEST_ARGS)

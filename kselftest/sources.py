@@ -1,0 +1,103 @@
+"""The kernel's livepatch selftests, from Debian's linux-source packages.
+
+Each package holds the whole kernel tree as /usr/src/linux-source-X.Y.tar.xz;
+only the selftests' livepatch directory and what its install needs (the
+kselftest Makefile, lib.mk, the runner scripts and the headers lib.mk names)
+are taken out of it, into the cache.
+"""
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+# Relative to the tree's top directory: everything
+# `make -C tools/testing/selftests TARGETS=livepatch install` reads.
+SELFTEST_FILES: Final = (
+    "scripts/subarch.include",
+    "tools/testing/selftests/Makefile",
+    "tools/testing/selftests/lib.mk",
+    "tools/testing/selftests/run_kselftest.sh",
+    "tools/testing/selftests/kselftest",
+    "tools/testing/selftests/kselftest.h",
+    "tools/testing/selftests/kselftest_harness.h",
+    "tools/testing/selftests/livepatch",
+)
+
+# Written once a tree is fully extracted: a tree without it is redone.
+EXTRACTED: Final = ".extracted"
+
+
+class FetchError(Exception):
+    """A package could not be downloaded or unpacked; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A kernel release whose selftests run against ``lpfs ns --kernel release``."""
+
+    release: str
+
+    @property
+    def package(self) -> str:
+        return f"linux-source-{self.release}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A downloaded package and the selftests taken out of it."""
+
+    tree: Tree
+    version: str
+    top: Path  # the extracted tree's top directory
+
+    @property
+    def selftests(self) -> Path:
+        return self.top / "tools/testing/selftests"
+
+
+def _apt(command: list[str], cwd: Path) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise FetchError(f"{' '.join(command)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def download(tree: Tree, debs: Path) -> Path:
+    """The package's .deb in ``debs``, downloaded unless apt's candidate is already there."""
+    debs.mkdir(parents=True, exist_ok=True)
+    record = _apt(["apt-cache", "show", "--no-all-versions", tree.package], debs)
+    filename = re.search(r"^Filename: (.+)$", record, re.MULTILINE)
+    if filename is None:
+        raise FetchError(f"apt knows no {tree.package} (apt-get update?)")
+    deb = debs / Path(filename[1]).name
+    if not deb.is_file():
+        _apt(["apt-get", "download", "-q", tree.package], debs)
+    return deb
+
+
+def extract(tree: Tree, deb: Path, trees: Path) -> Source:
+    """The selftest files of ``deb``'s kernel tree, under ``trees/<deb's name>/``."""
+    version = deb.name.split("_")[1]
+    into = trees / deb.stem
+    top = into / tree.package
+    if not (into / EXTRACTED).is_file():
+        into.mkdir(parents=True, exist_ok=True)
+        members = [f"{tree.package}/{name}" for name in SELFTEST_FILES]
+        # dpkg-deb writes the package's files as a tar stream; the kernel tree is one
+        # member of it, itself an xz tar.
+        script = (
+            'dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/src/$2.tar.xz" '
+            '| tar -xJ -C "$3" "${@:4}"'
+        )
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", script, "extract", deb, tree.package, into, *members],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise FetchError(f"{deb.name}: {result.stderr.strip()}")
+        (into / EXTRACTED).touch()
+    return Source(tree, version, top)
