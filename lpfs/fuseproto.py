@@ -412,13 +412,14 @@ class Session:
         if exc.errno in (errno.ENODEV, errno.ECONNABORTED):
             self._ended(exc)
             return
+        if exc.errno == errno.ENOENT:  # no such request pending: nothing waits for it
+            return
         log.error("the kernel refused the reply to request %d: %s", unique, exc.strerror)
         try:
             os.write(self.fd, error_reply(unique, errno.EIO))
         except OSError as again:
             if again.errno in (errno.ENODEV, errno.ECONNABORTED):
                 self._ended(again)
-            # ENOENT: the request is no longer pending, nothing waits for it
 
     def _ended(self, exc: OSError) -> None:
         if exc.errno == errno.ECONNABORTED:
