@@ -1,6 +1,6 @@
 """The sysfs tree as `ls`, `stat` and `cat` see it: layout, metadata and read texts.
 
-SPEC §1.1 (layout and modes of the newest profile), §1.2 (stat, open checks)
+docs/kernel.md §1.1 (layout and modes of the newest profile), §1.2 (stat, open checks)
 and §1.3 (what each read returns), on a real mount.
 """
 
@@ -207,7 +207,7 @@ class TestStat:
 
     @pytest.mark.parametrize("rel", [LP_DIR, f"{LP_DIR}/enabled", f"module/{LP}/refcnt"])
     def test_owner_is_the_daemon_user(self, lp: Mount, rel: str) -> None:
-        """Files belong to the daemon's user: root:root when it runs as root (SPEC §10)."""
+        """Files belong to the daemon's user: root:root as root (docs/kernel.md §10)."""
         info = os.stat(lp.path / rel)
         assert (os.getuid(), os.getgid()) == (info.st_uid, info.st_gid)
 

@@ -1,6 +1,6 @@
 """Bad input everywhere user space can send it: exact errnos, and nothing changed by a refusal.
 
-Attributes follow SPEC §1.2-1.4 (kernfs open checks, the sysfs write path,
+Attributes follow docs/kernel.md §1.2-1.4 (kernfs open checks, the sysfs write path,
 kstrtobool) and §2.1 (enabled_store, force_store); `signal` is the 4.16-5.0
 store of §2.2; module parameters are kernel/params.c over lib/kstrtox.c (int:
 kstrtoint(s, 0) on the NUL-terminated buffer; bool: kstrtobool). Tree

@@ -7,7 +7,7 @@ through the CLI) against five patches, one of them an atomic-replace patch,
 on a daemon retrying every 10 ms. Workers stop at WORK_SECONDS whatever
 their count, and the whole run is bounded by HARD_TIMEOUT. The run happens
 once per module; each test checks one property of it afterwards, mostly by
-replaying the kernel log (SPEC §4: one transition at a time; §2.1: forced
+replaying the kernel log (docs/kernel.md §4: one transition at a time; §2.1: forced
 patches keep their module reference; §8: the state table).
 
 The CLI runs inside each worker through its own entry point (`lpfs.cli.main`:
@@ -230,7 +230,7 @@ class Worker:
         """`echo 1 > force`, mostly on plain patches that are patching, which marks none forced.
 
         Forcing an unpatching patch, or a replace patch, pins modules for good
-        (SPEC §2.1); doing that every time would soon leave nothing to reload,
+        (docs/kernel.md §2.1); doing that every time would soon leave nothing to reload,
         so on a patch that reads enabled 0 the value is usually 0, a no-op.
         """
         name, value = self.rng.choice(list(PATCHES)), b"1\n"
@@ -557,7 +557,7 @@ def test_patch_files_match_status(run: Run) -> None:
 
 
 def test_idle_patches_are_enabled(run: Run) -> None:
-    """With no transition left, every patch still listed is enabled (SPEC §8: ENABLED)."""
+    """With no transition left, every patch listed is enabled (docs/kernel.md §8: ENABLED)."""
     assert [] == [p["name"] for p in run.status["patches"] if not p["enabled"]]
 
 

@@ -1,6 +1,6 @@
 """Reads, writes and tree operations on a real mount, down to the errno.
 
-SPEC §1.2 (seq_file reads, the sysfs write path, removed nodes), §2.1 (the
+docs/kernel.md §1.2 (seq_file reads, the sysfs write path, removed nodes), §2.1 (the
 stores of enabled and force) and §3.2 (disable and auto-free).
 """
 

@@ -1,6 +1,6 @@
-"""lpfs.core: the patch lifecycle of SPEC §2.1 and §3, row by row of the §8 state table.
+"""lpfs.core: the patch lifecycle of docs/kernel.md §2.1 and §3, row by row of §8's table.
 
-DISABLED and REPLACED are freed synchronously (SPEC §10), so their rows are
+DISABLED and REPLACED are freed synchronously (docs/kernel.md §10), so their rows are
 checked as "gone by the time the call returns"; the kernel's brief window in
 which a disabled patch still answers EINVAL is reproduced with ``free_pending``.
 """
@@ -21,7 +21,7 @@ CMDLINE = ("cmdline_proc_show", "livepatch_cmdline_proc_show")
 MEMINFO = ("meminfo_proc_show", "livepatch_meminfo_proc_show")
 TAINT_LIVEPATCH = 1 << 15
 
-# SPEC §8 rows for a patch that is first in klp_patches: what user space reads.
+# docs/kernel.md §8 rows for a patch that is first in klp_patches: what user space reads.
 PATCHING_ROW = {"enabled": 1, "transition": 1, "dir": True, "refcnt": 1, "stack_order": 1}
 ENABLED_ROW = {"enabled": 1, "transition": 0, "dir": True, "refcnt": 1, "stack_order": 1}
 UNPATCHING_ROW = {"enabled": 0, "transition": 1, "dir": True, "refcnt": 1, "stack_order": 1}
@@ -104,7 +104,7 @@ def unblock(core) -> None:
 
 
 def row(core, patch) -> dict:
-    """What user space sees of ``patch`` in the columns of SPEC §8."""
+    """What user space sees of ``patch`` in the columns of docs/kernel.md §8."""
     present = core.find_patch(patch.name) is patch
     return {
         "enabled": int(patch.enabled),
@@ -146,7 +146,7 @@ def free_pending(core, monkeypatch):
 
 
 class TestPatchingState:
-    """SPEC §8 PATCHING: an enable transition is running."""
+    """docs/kernel.md §8 PATCHING: an enable transition is running."""
 
     def test_row(self, core):
         """PATCHING reads enabled 1, transition 1, with the directory and a module reference."""
@@ -191,7 +191,7 @@ class TestPatchingState:
 
 
 class TestEnabledState:
-    """SPEC §8 ENABLED: the patch is fully applied."""
+    """docs/kernel.md §8 ENABLED: the patch is fully applied."""
 
     def test_row(self, core):
         """ENABLED reads enabled 1, transition 0, with the directory and a module reference."""
@@ -213,7 +213,7 @@ class TestEnabledState:
 
 
 class TestUnpatchingState:
-    """SPEC §8 UNPATCHING: a disable transition is running."""
+    """docs/kernel.md §8 UNPATCHING: a disable transition is running."""
 
     def test_completion_frees_patch(self, core):
         """When every task has switched back, the patch is freed and the reference dropped."""
@@ -251,7 +251,7 @@ class TestUnpatchingState:
 
 
 class TestDisabledState:
-    """SPEC §8 DISABLED, which lpfs frees before the completing call returns (§10)."""
+    """docs/kernel.md §8 DISABLED, which lpfs frees before the completing call returns (§10)."""
 
     def test_freed_inside_the_disabling_write(self, core):
         """An unblocked disable completes and frees the patch within enabled_store."""
@@ -288,7 +288,7 @@ class TestDisabledState:
 
 
 class TestFreedState:
-    """SPEC §8 FREED: the patch is gone, the livepatch module is still loaded."""
+    """docs/kernel.md §8 FREED: the patch is gone, the livepatch module is still loaded."""
 
     def test_module_stays_loaded(self, core):
         """Freeing the patch does not unload its module."""
@@ -319,7 +319,7 @@ class TestFreedState:
 
     @pytest.mark.parametrize("value", [True, False])
     def test_store_on_freed_patch_is_enodev(self, core, value):
-        """A write through a handle to a freed patch fails with ENODEV (SPEC §1.2)."""
+        """A write through a handle to a freed patch fails with ENODEV (docs/kernel.md §1.2)."""
         patch = load(core, "lp_a")
         core.enabled_store(patch, False)
 
@@ -327,7 +327,7 @@ class TestFreedState:
 
 
 class TestEnabledStore:
-    """SPEC §2.1 enabled_store: errnos and their guards."""
+    """docs/kernel.md §2.1 enabled_store: errnos and their guards."""
 
     def test_enable_enabled_patch_is_einval(self, core):
         """Writing 1 to an enabled patch fails: already in the requested state."""
@@ -388,7 +388,7 @@ class TestEnabledStore:
 
 
 class TestForceStore:
-    """SPEC §2.1 force_store."""
+    """docs/kernel.md §2.1 force_store."""
 
     def test_false_is_noop_without_transition(self, core):
         """Writing 0 to force succeeds on a patch that is not in transition."""
@@ -423,7 +423,7 @@ class TestForceStore:
 
 
 class TestInsmod:
-    """The module loader's side of SPEC §3.1 and §3.2."""
+    """The module loader's side of docs/kernel.md §3.1 and §3.2."""
 
     def test_ebusy_during_another_transition(self, core):
         """A livepatch load fails with EBUSY while another patch is in transition."""
@@ -519,7 +519,7 @@ class TestInsmod:
         )
 
     def test_module_named_vmlinux_loads_before_5_8(self):
-        """Before 5.8 nothing refuses a module called vmlinux (SPEC §3.4)."""
+        """Before 5.8 nothing refuses a module called vmlinux (docs/kernel.md §3.4)."""
         core = make_core(Profile((5, 7)))
 
         core.insmod(ModuleDef("vmlinux", livepatch=False))
@@ -528,7 +528,7 @@ class TestInsmod:
 
 
 class TestRmmod:
-    """SPEC §3.2: a livepatch module is held while its patch exists."""
+    """docs/kernel.md §3.2: a livepatch module is held while its patch exists."""
 
     def test_ewouldblock_while_enabled(self, core):
         """An enabled patch's module cannot be removed."""
@@ -564,7 +564,7 @@ class TestRmmod:
 
 
 class TestForcedFlag:
-    """SPEC §2.1 force: which patches get ``forced`` and keep their module."""
+    """docs/kernel.md §2.1 force: which patches get ``forced`` and keep their module."""
 
     def test_forced_unpatching_marks_the_patch(self, core):
         """Forcing an unpatching transition marks the patch being removed."""
@@ -669,7 +669,7 @@ def layout(patch) -> list:
 
 
 class TestAtomicReplace:
-    """SPEC §3.3."""
+    """docs/kernel.md §3.3."""
 
     def test_nops_and_dynamic_objects_during_transition(self, core, replacing):
         """While in transition the replace patch has NOPs for everything the old patches patch."""
@@ -776,7 +776,7 @@ class TestAtomicReplace:
 
 
 class TestStackOrder:
-    """SPEC §1.3 stack_order: the position in klp_patches."""
+    """docs/kernel.md §1.3 stack_order: the position in klp_patches."""
 
     def test_load_order(self, core):
         """Patches are numbered 1, 2, 3 in load order."""
@@ -804,7 +804,7 @@ class TestStackOrder:
 
 
 class TestStateCompatibility:
-    """SPEC §3.1 step 5: klp states of installed patches must be kept."""
+    """docs/kernel.md §3.1 step 5: klp states of installed patches must be kept."""
 
     INCOMPATIBLE = (
         "livepatch: Livepatch patch (lp_b) is not compatible with the already installed "
@@ -864,7 +864,7 @@ class TestStateCompatibility:
 
 
 class TestKernelLog:
-    """The lines the lifecycle prints (SPEC §4, §5, §7), in order."""
+    """The lines the lifecycle prints (docs/kernel.md §4, §5, §7), in order."""
 
     def test_load_and_disable(self, core):
         """A clean load and disable prints the selftests' lines after the taint line."""

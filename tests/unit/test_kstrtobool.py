@@ -1,4 +1,4 @@
-"""lpfs.sysfs.kstrtobool: the spellings of SPEC §1.4, per kernel version."""
+"""lpfs.sysfs.kstrtobool: the spellings of docs/kernel.md §1.4, per kernel version."""
 
 import errno
 

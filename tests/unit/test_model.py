@@ -1,15 +1,15 @@
-"""lpfs.core against a reference model of SPEC §8, driven by a hypothesis state machine.
+"""lpfs.core against a reference model of docs/kernel.md §8, driven by a hypothesis state machine.
 
 The machine loads livepatches (plain, atomic-replace, with klp states, with
 callbacks), writes `enabled` and `force`, adds tasks that sleep, run or wait
 in the old or new functions, wakes them, lets them exit, ticks the retry
 work and unloads modules. After every step the core must agree with the
-model on the errno, on every patch's row of the SPEC §8 table (enabled,
+model on the errno, on every patch's row of the docs/kernel.md §8 table (enabled,
 transition, directory, refcnt, stack_order, forced, its function
 directories), on every task's patch state, and on the kernel-log lines the
 step printed.
 
-The model is written from SPEC §2.1, §3, §4 and §8 and the README's task
+The model is written from docs/kernel.md §2.1, §3, §4 and §8 and the README's task
 rules (a running task switches unless it runs in a checked function; a
 sleeping one needs a reliable stack free of them; the fake signal of the
 16th try switches user tasks in interruptible sleep). It shares no code with
@@ -132,7 +132,7 @@ class ModelTask:
 
 @dataclass
 class Model:
-    """SPEC §8 as tables: loaded modules and their refcnt, klp_patches, the transition, tasks."""
+    """docs/kernel.md §8 as tables: modules and refcnts, klp_patches, the transition, tasks."""
 
     refcnt: dict[str, int] = field(default_factory=dict)  # loaded modules
     klp: list[ModelPatch] = field(default_factory=list)  # klp_patches, load order
@@ -156,7 +156,7 @@ class Model:
             self.lines.append(f"{patch.name}: {which}_callback: vmlinux")
 
     def compatible(self, spec: Spec) -> bool:
-        """SPEC §3.1 step 5: keep every installed state, at the same or a newer version."""
+        """docs/kernel.md §3.1 step 5: keep every installed state, at the same or newer version."""
         versions = dict(spec.states)
         for patch in self.klp:
             for state_id, version in patch.spec.states:
@@ -170,7 +170,7 @@ class Model:
     # -- module loader ---------------------------------------------------------------
 
     def insmod(self, spec: Spec) -> int:
-        """SPEC §3.1: EEXIST, taint, state check, EBUSY, then enable and one try."""
+        """docs/kernel.md §3.1: EEXIST, taint, state check, EBUSY, then enable and one try."""
         if spec.name in self.refcnt:
             return errno.EEXIST
         if not self.tainted:
@@ -209,7 +209,7 @@ class Model:
     # -- stores ------------------------------------------------------------------------
 
     def enabled_store(self, patch: ModelPatch, value: bool) -> int:
-        """SPEC §2.1 enabled_store."""
+        """docs/kernel.md §2.1 enabled_store."""
         if value == patch.enabled:
             return errno.EINVAL
         if patch is self.transition:
@@ -227,7 +227,7 @@ class Model:
         return 0
 
     def force_store(self, patch: ModelPatch, value: bool) -> int:
-        """SPEC §2.1 force_store, with the 5.18+ forced marks."""
+        """docs/kernel.md §2.1 force_store, with the 5.18+ forced marks."""
         if not value:
             return 0
         if patch is not self.transition:
@@ -243,7 +243,7 @@ class Model:
                     other.forced = True
         return 0
 
-    # -- the transition engine (SPEC §4) ---------------------------------------------------
+    # -- the transition engine (docs/kernel.md §4) ---------------------------------
 
     def init(self, patch: ModelPatch, target: int) -> None:
         self.klp_line(f"'{patch.name}': initializing {DIRECTION[target]} transition")
@@ -348,7 +348,7 @@ class Model:
     # -- what user space sees --------------------------------------------------------
 
     def rows(self) -> dict[str, dict[str, object]]:
-        """Each module's row: SPEC §8's columns plus forced and the function directories."""
+        """Each module's row: docs/kernel.md §8's columns plus forced and the func directories."""
         rows = {}
         for name, refcnt in self.refcnt.items():
             patch = self.find(name)
@@ -438,7 +438,7 @@ class LivepatchMachine(RuleBasedStateMachine):
             expected = self.model.enabled_store(model_patch, value)
             self.expect(expected, errno_of(self.core.enabled_store, patch, value))
         elif name in self.stale and self.stale[name].freed:
-            # SPEC §1.2: a descriptor whose node was removed answers ENODEV.
+            # docs/kernel.md §1.2: a descriptor whose node was removed answers ENODEV.
             self.expect(errno.ENODEV, errno_of(self.core.enabled_store, self.stale[name], value))
 
     @rule(name=st.sampled_from(list(BY_NAME)), value=st.booleans())
@@ -518,7 +518,7 @@ class LivepatchMachine(RuleBasedStateMachine):
 
     @invariant()
     def rows_agree(self) -> None:
-        """Every module's SPEC §8 row is the model's."""
+        """Every module's docs/kernel.md §8 row is the model's."""
         assert self.model.rows() == core_rows(self.core)
 
     @invariant()

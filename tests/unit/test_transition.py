@@ -1,4 +1,4 @@
-"""lpfs.transition: the per-task consistency model of SPEC §4, stepped with ``Core.tick``."""
+"""lpfs.transition: the per-task model of docs/kernel.md §4, stepped with ``Core.tick``."""
 
 import pytest
 
@@ -241,7 +241,7 @@ def stuck(core):
 
 
 class TestSignals:
-    """SPEC §4.3: fake signals every 15 retries, announced once."""
+    """docs/kernel.md §4.3: fake signals every 15 retries, announced once."""
 
     def test_no_notice_before_sixteenth_try(self, core, stuck):
         """The first try and 14 retries send no signal."""
