@@ -103,7 +103,7 @@ bench: deps
 
 # The kernel's own livepatch selftests, unmodified, from Debian's kernel
 # sources, inside lpfs ns (as root); kselftest/README.md says how.
-# KSELFTEST_ARGS: options of kselftest/run.py, e.g. --kernel 6.12 --timeout 60.
+# KSELFTEST_ARGS: options of kselftest.run, e.g. --kernel 6.12 --timeout 60.
 .PHONY: kselftest
 kselftest: deps
-	$(BIN)/python kselftest/run.py $(KSELFTEST_ARGS)
+	$(BIN)/python -m kselftest.run $(KSELFTEST_ARGS)

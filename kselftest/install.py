@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from sources import Source
+from .sources import Source
 
 # KDIR for the install: a directory that never exists, so test_modules/Makefile
 # skips its kbuild step (it builds only `ifneq ($(wildcard $(KDIR)),)`). Debian

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Final
 
-import tap
-import watchdog
-from install import InstallError, install, pack_test_modules
-from sources import FetchError, Tree, download, extract
+from . import tap, watchdog
+from .install import InstallError, install, pack_test_modules
+from .sources import FetchError, Tree, download, extract
 
 TREES: Final = (Tree("6.1"), Tree("6.12"))
 # A script that runs longer than this is stopped: the selftests' settings set no bound.
@@ -53,7 +52,9 @@ def run_tree(tree: Tree, cache: Path, bound: float) -> tap.Summary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kselftest/run.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kselftest.run", description=__doc__.split("\n")[0]
+    )
     parser.add_argument(
         "--kernel",
         action="append",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Final
 
-import tap
+from . import tap
 
 # How long a script stopped with SIGALRM has to report before the run is stopped.
 GRACE: Final = 15.0

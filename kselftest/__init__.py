@@ -1,0 +1,1 @@
+"""make kselftest: the kernel's own livepatch selftests run against lpfs (run.py)."""
