@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 # Only what every command needs is imported here: each command imports the rest,
 # so a short command like `lpfs umount` starts without loading the daemon's side.
 from . import __version__, control, mounts
-from .errors import ControlError, ModfileError
+from .errors import ControlError, ModfileError, UnsupportedKernel
 
 if TYPE_CHECKING:
     from . import daemon
@@ -136,7 +136,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     _setup_logging(args)
     try:
         return daemon.run(options)
-    except (ControlError, ModfileError) as exc:
+    except (ControlError, ModfileError, UnsupportedKernel) as exc:
         raise CommandError(f"lpfs: mount: {exc}") from None
 
 
@@ -170,7 +170,7 @@ def _mount_in_background(options: "daemon.MountOptions", args: argparse.Namespac
             from . import daemon
 
             code = daemon.run(options, ready)
-        except (ControlError, ModfileError) as exc:
+        except (ControlError, ModfileError, UnsupportedKernel) as exc:
             os.write(write_end, b"E" + str(exc).encode())
             code = EXIT_ERROR
         except BaseException as exc:  # report, never let a forked child unwind into the CLI

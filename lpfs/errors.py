@@ -42,6 +42,14 @@ class ModfileError(ValueError):
         return f"{where}: {self.reason}"
 
 
+class UnsupportedKernel(Exception):
+    """The kernel offered a FUSE protocol lpfs cannot serve; the mount is given up.
+
+    Raised by the FUSE session after it has refused the kernel's INIT; the CLI
+    prints it as one line and exits 1.
+    """
+
+
 class ControlError(Exception):
     """A fault of the control protocol: a malformed request or reply, or no daemon.
 

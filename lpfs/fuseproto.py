@@ -42,6 +42,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
+from .errors import UnsupportedKernel
 from .fusemount import FuseMount
 from .fusewire import (
     ABORT_ERROR,
@@ -136,10 +137,6 @@ log = logging.getLogger(__name__)
 class FuseOSError(OSError):
     def __init__(self, code: int) -> None:
         super().__init__(code, os.strerror(code))
-
-
-class UnsupportedKernel(Exception):
-    """The kernel offered a FUSE protocol lpfs cannot serve; the mount is given up."""
 
 
 # (uid, gid, pid) of the request being answered: one slot, as requests are answered in turn.

@@ -17,8 +17,8 @@ import pytest
 from fake_kernel import ALL_FLAGS, FakeKernel, dirent_names, init_out, name
 
 from lpfs import fs, fuseproto
-from lpfs.errors import KernelError
-from lpfs.fuseproto import FuseOSError, UnsupportedKernel
+from lpfs.errors import KernelError, UnsupportedKernel
+from lpfs.fuseproto import FuseOSError
 from lpfs.fusewire import (
     BATCH_FORGET,
     CREATE,
