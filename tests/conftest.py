@@ -6,6 +6,18 @@ from pathlib import Path
 import pytest
 from lpfs_fixtures import Mount, start_daemon, stop_daemon
 
+from lpfs import binding
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of lpfs's own FUSE session are deselected, not skipped, on a libfuse binding."""
+    if binding.NAME == "lpfs.fuseproto":
+        return
+    own = [item for item in items if item.get_closest_marker("own_session")]
+    if own:
+        config.hook.pytest_deselected(items=own)
+        items[:] = [item for item in items if item not in own]
+
 
 @pytest.fixture(scope="session")
 def session_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:

@@ -18,13 +18,17 @@ from typing import Any
 
 import psutil
 import pytest
-from lpfs_fixtures import Mount, lpfs_cli, require_fuse, start_daemon
+from lpfs_fixtures import Mount, lpfs_cli, missing, require_fuse, start_daemon
 
-from lpfs import binding, mounts
+from lpfs import mounts
 from lpfs.fuseproto import FuseOSError, Session
 from lpfs.fusewire import ROOT_ID
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts tmpfs and aborts connections")
+
+@pytest.fixture(autouse=True)
+def as_root() -> None:
+    if os.geteuid() != 0:
+        missing("root, to mount tmpfs and abort connections")
 
 
 class Held:
@@ -246,10 +250,8 @@ def _exited(pid: int) -> bool:
 
 
 # libfuse unmounts on its own terms (fuse_kern_unmount()), and libfuse 2 mounts only on an
-# empty directory.
-own_session = pytest.mark.skipif(
-    binding.NAME != "lpfs.fuseproto", reason="what a libfuse binding unmounts is libfuse's"
-)
+# empty directory: on a libfuse binding these are deselected (tests/conftest.py).
+own_session = pytest.mark.own_session
 
 
 @own_session
