@@ -1,0 +1,113 @@
+"""``make conformance``: Debian's own kernels, booted in QEMU, as lpfs's oracle.
+
+For each kernel: download and unpack its packages, build the livepatch test
+modules against its headers, make an initramfs of the host's programs, boot
+it, run the kernel's own livepatch selftests, and report the exact package
+versions and the TAP summary. Exits 1 if a selftest failed on a real kernel.
+"""
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import fetch
+import initramfs
+import selftests
+import treebuild
+from kernels import METAPACKAGES, Kernel, pick
+from vm import Vm
+
+
+def cache_root() -> Path:
+    """lpfs's cache: ``$XDG_CACHE_HOME/lpfs``, or ``~/.cache/lpfs``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lpfs"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a boot of one kernel needs, and the time it took to make."""
+
+    kernel_image: Path
+    initramfs: Path
+    seconds: float
+
+
+def prepare(kernel: Kernel, cache: Path, source_debs: Path) -> Prepared:
+    started = time.monotonic()
+    debs = cache / "debs"
+    root = cache / "roots" / kernel.release
+    work = cache / "build" / kernel.release
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    log.unlink(missing_ok=True)
+    kdir = fetch.unpack_kernel(kernel, debs, root)
+    source = fetch.unpack_source(
+        kernel, source_debs, cache / "sources" / f"{kernel.source.name}_{kernel.source.version}"
+    )
+    tree = work / "tree"
+    treebuild.copy_tree(source, tree)
+    modules = treebuild.build_modules(kernel, kdir, tree, log)
+    kselftest = treebuild.install_selftests(tree, work / "kselftest", log)
+    image = initramfs.make(
+        work / "initramfs",
+        work / "initramfs.cpio",
+        image_root=root,
+        release=kernel.release,
+        modules=modules,
+        kselftest=kselftest,
+    )
+    return Prepared(root / "boot" / f"vmlinuz-{kernel.release}", image, time.monotonic() - started)
+
+
+def conform(kernel: Kernel, cache: Path, source_debs: Path) -> bool:
+    """Run everything on ``kernel``, print its report; True if every selftest passed."""
+    print(f"== {kernel.release} (from {kernel.metapackage})", flush=True)
+    for package in kernel.packages:
+        print(f"   {package}")
+    prepared = prepare(kernel, cache, source_debs)
+    print(f"   prepared in {prepared.seconds:.1f} s: unpacked, modules built, initramfs made")
+    transcript = cache / "build" / kernel.release / "console.log"
+    with Vm(prepared.kernel_image, prepared.initramfs, transcript) as vm:
+        print(f"   booted in {vm.boot_seconds:.1f} s", flush=True)
+        run = selftests.run(vm)
+    print(f"   selftests: {run.summary.line()} in {run.seconds:.1f} s")
+    for result in run.summary.results:
+        mark = "skip" if result.skipped else "ok" if result.passed else "FAIL"
+        print(f"     {mark:4} {result.name}")
+    passed = run.status == 0 and bool(run.summary.results) and not run.summary.failed
+    if not passed:
+        print(f"   the selftests' whole output is in {transcript}")
+    return passed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--kernel",
+        action="append",
+        metavar="METAPACKAGE",
+        help=f"a kernel metapackage (repeatable; default: {' '.join(METAPACKAGES)})",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=cache_root() / "conformance",
+        help="where packages are downloaded and unpacked and builds run",
+    )
+    args = parser.parse_args()
+    # linux-source is the package the selftest runs on lpfs unpack too: one download.
+    source_debs = cache_root() / "kselftest" / "debs"
+    started = time.monotonic()
+    ok = True
+    for metapackage in args.kernel or METAPACKAGES:
+        ok &= conform(pick(metapackage), args.cache, source_debs)
+    print(f"== conformance: {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
