@@ -107,3 +107,29 @@ bench: deps
 .PHONY: kselftest
 kselftest: deps
 	$(BIN)/python -m kselftest.run $(KSELFTEST_ARGS)
+
+# Debian's own 6.1 and 6.12 kernels booted in QEMU, running their livepatch
+# selftests: lpfs's oracle (conformance/README.md). Its tools are big (QEMU
+# alone is ~200 MB), so only this target installs them, when absent.
+# program:package for what it runs: the kernels' compiler, pahole for 6.12's
+# module BTF, QEMU, and what the selftests' install and the initramfs use.
+CONFORMANCE_TOOLS := gcc-12:gcc-12 make:make pahole:dwarves cpio:cpio rsync:rsync \
+	qemu-system-x86_64:qemu-system-x86 depmod:kmod sysctl:procps
+# CONFORMANCE_ARGS: options of conformance.run, e.g. --kernel linux-image-amd64.
+.PHONY: conformance conformance-deps
+conformance-deps:
+	@missing=; \
+	for pair in $(CONFORMANCE_TOOLS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	if [ -n "$$missing" ] || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then \
+		$$SUDO apt-get update -qq; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (apt)"; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+conformance: conformance-deps
+	$(PYTHON) -m conformance.run $(CONFORMANCE_ARGS)

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from kernels import Kernel, Package, apt
+from .kernels import Kernel, Package, apt
 
 # Written once a directory is fully unpacked: a directory without it is redone.
 UNPACKED: Final = ".unpacked"

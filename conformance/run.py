@@ -13,12 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import fetch
-import initramfs
-import selftests
-import treebuild
-from kernels import METAPACKAGES, Kernel, pick
-from vm import Vm
+from . import fetch, initramfs, selftests, treebuild
+from .kernels import METAPACKAGES, Kernel, pick
+from .vm import Vm
 
 
 def cache_root() -> Path:

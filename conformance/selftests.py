@@ -4,9 +4,9 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-import tap
-from initramfs import KSELFTEST_DIR
-from vm import Vm
+from . import tap
+from .initramfs import KSELFTEST_DIR
+from .vm import Vm
 
 # 6.1's six scripts took 38 s and 6.12's seven about 70 s under TCG on an idle
 # host; the limit allows for a host busy with other work.

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from kernels import Kernel
+from .kernels import Kernel
 
 # KDIR for the selftests' install: a directory that never exists, so 6.12's
 # test_modules/Makefile skips its own kbuild step (it builds only when KDIR
