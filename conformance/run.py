@@ -96,8 +96,9 @@ def main() -> int:
         help="where packages are downloaded and unpacked and builds run",
     )
     args = parser.parse_args()
-    # linux-source is the package the selftest runs on lpfs unpack too: one download.
-    source_debs = cache_root() / "kselftest" / "debs"
+    # linux-source is the package `make kselftest` downloads too: one download.
+    kselftest_cache = os.environ.get("LPFS_KSELFTEST_CACHE") or cache_root() / "kselftest"
+    source_debs = Path(kselftest_cache) / "debs"
     started = time.monotonic()
     ok = True
     for metapackage in args.kernel or METAPACKAGES:
