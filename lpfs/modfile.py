@@ -619,12 +619,12 @@ def module_text(path: Path) -> tuple[str, str]:
 
 
 def load(path: str | Path) -> ModuleDef:
-    """Read a module file; the module name defaults to the file's stem."""
+    """Read a module file, .toml or packed .ko, as insmod does (``module_text``)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text, name = module_text(path)
     except OSError as exc:
         raise ModfileError(str(path), "", exc.strerror or str(exc)) from None
     except UnicodeDecodeError:
         raise ModfileError(str(path), "", "not UTF-8 text") from None
-    return parse(text, str(path), default_name=path.name.split(".", 1)[0])
+    return parse(text, str(path), default_name=name)

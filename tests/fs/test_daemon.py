@@ -276,3 +276,17 @@ def test_a_client_that_hangs_up_mid_request(mnt: Mount) -> None:
     sock.sendall(b'{"cmd": "sta')
     sock.close()
     assert mnt.status()["transition"] is None
+
+
+def test_scenario_loads_packed_and_toml_modules(make_mount, tmp_path) -> None:
+    """--scenario reads modules as insmod does: a packed .ko and a .toml alike."""
+    lpfs_cli("pack", "test_klp_livepatch", "-o", str(tmp_path / "lp.ko"))
+    (tmp_path / "mod.toml").write_text((MODULES / "test_klp_callbacks_mod.toml").read_text())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'modules = ["mod.toml", "lp.ko"]\n[[task]]\npid = 100\ncomm = "cat"\nstack = ["schedule"]\n'
+    )
+    mnt = make_mount("--scenario", str(plan))
+    loaded = [module["name"] for module in mnt.status()["modules"]]
+    assert ["test_klp_callbacks_mod", "test_klp_livepatch"] == sorted(loaded)
+    assert "1\n" == mnt.read("kernel/livepatch/test_klp_livepatch/enabled")
