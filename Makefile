@@ -131,5 +131,5 @@ conformance-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-conformance: conformance-deps
-	$(PYTHON) -m conformance.run $(CONFORMANCE_ARGS)
+conformance: conformance-deps deps
+	$(BIN)/python -m conformance.run $(CONFORMANCE_ARGS)

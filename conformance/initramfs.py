@@ -5,7 +5,7 @@ The selftests need bash and the GNU tools (``comm``, ``diff -upr``,
 ``modinfo``), so the tools come from the host's Debian packages rather than
 busybox. The layout is the host's: ``/bin``, ``/sbin``, ``/lib`` and
 ``/lib64`` link into ``/usr``. Its ``/init`` mounts what the selftests use and
-then runs the commands that arrive on the serial console (see ``vm.py``).
+then runs the commands that arrive on the serial console (``console.py``).
 """
 
 import os
@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Final
+
+from .console import COMMAND_LOOP
 
 # The host packages whose programs go in, whole: bash; kmod (insmod, modprobe,
 # rmmod, modinfo, depmod); util-linux (dmesg); mount; procps (sysctl); coreutils;
@@ -42,10 +44,10 @@ MERGED_DIRS: Final = ("bin", "sbin", "lib", "lib64")
 # Where the selftests are installed inside the initramfs.
 KSELFTEST_DIR: Final = "kselftest"
 
-INIT: Final = r"""#!/bin/bash
-# pid 1 of the conformance VM: mount what the selftests use, then run each line
-# that arrives on the serial console as a command, and close its output with a
-# line carrying its exit status.
+INIT: Final = (
+    r"""#!/bin/bash
+# pid 1 of the conformance VM: mount what the selftests use, then run the
+# commands that arrive on the serial console.
 export PATH=/usr/sbin:/usr/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -56,12 +58,9 @@ exec </dev/ttyS0 >/dev/ttyS0 2>&1
 # Kernel messages stay in the log, off the console that carries the output.
 dmesg -n 1
 stty -echo -onlcr
-echo '@@READY'
-while IFS= read -r command; do
-    bash -c "$command" </dev/null
-    printf '\n@@DONE %d\n' "$?"
-done
 """
+    + COMMAND_LOOP
+)
 
 
 class InitramfsError(Exception):

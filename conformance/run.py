@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fetch, initramfs, selftests, treebuild
+from . import compare, fetch, initramfs, selftests, treebuild
 from .kernels import METAPACKAGES, Kernel, pick
+from .lpfsns import LpfsNs
+from .scenarios import SCENARIOS
 from .vm import Vm
 
 
@@ -67,10 +69,14 @@ def conform(kernel: Kernel, cache: Path, source_debs: Path) -> bool:
         print(f"   {package}")
     prepared = prepare(kernel, cache, source_debs)
     print(f"   prepared in {prepared.seconds:.1f} s: unpacked, modules built, initramfs made")
-    transcript = cache / "build" / kernel.release / "console.log"
+    work = cache / "build" / kernel.release
+    transcript = work / "console.log"
     with Vm(prepared.kernel_image, prepared.initramfs, transcript) as vm:
         print(f"   booted in {vm.boot_seconds:.1f} s", flush=True)
         run = selftests.run(vm)
+        started = time.monotonic()
+        on_kernel = [compare.observe(vm, scenario) for scenario in SCENARIOS]
+        kernel_seconds = time.monotonic() - started
     print(f"   selftests: {run.summary.line()} in {run.seconds:.1f} s")
     for result in run.summary.results:
         mark = "skip" if result.skipped else "ok" if result.passed else "FAIL"
@@ -78,7 +84,31 @@ def conform(kernel: Kernel, cache: Path, source_debs: Path) -> bool:
     passed = run.status == 0 and bool(run.summary.results) and not run.summary.failed
     if not passed:
         print(f"   the selftests' whole output is in {transcript}")
+    with LpfsNs(kernel.release, work / "lpfs.log") as lpfs:
+        on_lpfs = [compare.observe(lpfs, scenario) for scenario in SCENARIOS]
+    report_scenarios(on_kernel, on_lpfs, kernel_seconds)
     return passed
+
+
+def report_scenarios(
+    on_kernel: list[list[compare.Observation]],
+    on_lpfs: list[list[compare.Observation]],
+    kernel_seconds: float,
+) -> None:
+    """Each scenario's disagreements between the kernel and lpfs, step by step."""
+    steps = sum(len(observations) for observations in on_kernel)
+    found = [
+        (scenario, number, kernel[number - 1].step, field, diff)
+        for scenario, kernel, lpfs in zip(SCENARIOS, on_kernel, on_lpfs, strict=True)
+        for number, field, diff in compare.disagreements(kernel, lpfs)
+    ]
+    print(
+        f"   scenarios: {len(SCENARIOS)} run ({kernel_seconds:.1f} s on the kernel), "
+        f"{steps} steps compared, {len(found)} disagreements"
+    )
+    for scenario, number, step, field, diff in found:
+        print(f"     {scenario.name}, step {number} ({step}): {field}")
+        print("\n".join(f"       {line}" for line in diff.splitlines()))
 
 
 def main() -> int:

@@ -1,0 +1,59 @@
+"""lpfs emulating a given kernel: bash inside ``lpfs ns``, driven like the VM."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from .console import COMMAND_LOOP, Console, ConsoleError, Result
+
+START_TIMEOUT: Final = 120.0
+# lpfs ns unmounts and stops its daemon once bash has exited.
+EXIT_GRACE: Final = 60.0
+
+
+def lpfs_command() -> str:
+    """The lpfs beside this interpreter (the project's virtualenv), else on PATH."""
+    beside = Path(sys.executable).parent / "lpfs"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("lpfs")
+    if found is None:
+        raise ConsoleError("no lpfs command: run make deps")
+    return found
+
+
+class LpfsNs:
+    """``lpfs ns --kernel <release>`` running the command loop; a context manager."""
+
+    def __init__(self, release: str, transcript: Path) -> None:
+        self.release = release
+        self.transcript = transcript
+
+    def __enter__(self) -> Self:
+        process = subprocess.Popen(
+            [lpfs_command(), "ns", "--kernel", self.release, "--", "bash", "-c", COMMAND_LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.console = Console(process, self.transcript)
+        try:
+            self.console.wait_ready(START_TIMEOUT)
+        except ConsoleError:
+            self.console.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.console.close(EXIT_GRACE)
+
+    def run(self, command: str, timeout: float) -> Result:
+        return self.console.run(command, timeout)
