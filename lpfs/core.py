@@ -25,6 +25,24 @@ from .tasks import PatchState, SimulatedTasks
 from .transition import Transition
 
 
+class StateChanges(threading.Condition):
+    """``Core.changed``: every state change notifies it, under the lock.
+
+    Waiters wake as on any condition; observers (the daemon's cache of what
+    its mount told the kernel) hear of each change first. An observer runs
+    with the lock held: it must note the change and return, never block.
+    """
+
+    def __init__(self, lock: threading.RLock) -> None:
+        super().__init__(lock)
+        self.observers: list[Callable[[], None]] = []
+
+    def notify_all(self) -> None:
+        for observer in self.observers:
+            observer()
+        super().notify_all()
+
+
 def kobject_name(name: str) -> str:
     """A name as its sysfs directory shows it: kobject_set_name_vargs() turns '/' into '!'."""
     return name.replace("/", "!")
@@ -116,7 +134,7 @@ class Core(ModuleLoader):
         self.lock = threading.RLock()
         # Notified on every state change; waiters (lpfs wait, the retry
         # timer) sleep on it with the lock released.
-        self.changed = threading.Condition(self.lock)
+        self.changed = StateChanges(self.lock)
         self.log = log
         self.tasks = tasks if tasks is not None else SimulatedTasks()
         self.profile = profile or Profile()
@@ -453,6 +471,9 @@ class Core(ModuleLoader):
 
     def transition_work(self) -> bool:
         """klp_transition_work_fn(): one retry; False if no transition was in progress."""
+        # Read the host's threads before taking the lock: a scan of /proc at
+        # thousands of threads must not hold up every sysfs read.
+        self.tasks.prefetch()
         with self.lock:
             if self.engine.patch is None:
                 return False
@@ -470,6 +491,12 @@ class Core(ModuleLoader):
 
     def run_retry_timer(self, interval: float, stop: threading.Event) -> None:
         """The delayed work: retry every ``interval`` seconds while a retry is queued."""
+        while self._retry_due(interval, stop):
+            self.transition_work()
+
+    def _retry_due(self, interval: float, stop: threading.Event) -> bool:
+        """Sleep, the lock released, until a retry has been queued ``interval`` seconds
+        (True) or ``stop`` is set (False)."""
         with self.lock:
             due: float | None = None
             while not stop.is_set():
@@ -483,8 +510,8 @@ class Core(ModuleLoader):
                 if now < due:
                     self.changed.wait(due - now)
                     continue
-                due = None
-                self.transition_work()
+                return True
+            return False
 
     # -- called by the transition engine (lock held) -------------------------
 

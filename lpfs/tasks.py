@@ -109,6 +109,9 @@ class SimulatedTasks:
     def get(self, pid: int) -> Task | None:
         return self._by_pid.get(pid) or self._adopted.get(pid)
 
+    def prefetch(self) -> None:
+        """Read ahead, without the core lock, what the next ``tasks()`` needs: nothing here."""
+
     def adopt_process(self, pid: int) -> None:
         """Make a process of this machine a task, unless the pid is one already or no
         process has it: a user task whose patch state is set as a new task's."""
@@ -256,11 +259,18 @@ class HostTasks(SimulatedTasks):
         super().__init__(ncpus)
         self._exclude = os.getpid() if exclude_pid is None else exclude_pid
         self._threads: dict[int, Task] = {}
+        self._snapshot: list[ThreadInfo] | None = None  # read by prefetch(), not yet used
+
+    def prefetch(self) -> None:
+        """Read this machine's threads now, for the next ``tasks()``: the caller holds no
+        lock, so readers of sysfs do not wait for the scan of /proc."""
+        self._snapshot = host_threads(self._exclude)
 
     def tasks(self) -> list[Task]:
+        snapshot, self._snapshot = self._snapshot, None
         seen: dict[int, Task] = {}
         fresh: list[tuple[Task, ThreadInfo]] = []
-        for info in host_threads(self._exclude):
+        for info in snapshot if snapshot is not None else host_threads(self._exclude):
             task = self._threads.get(info.tid)
             if task is None:
                 task = Task(pid=info.tid, comm=info.comm)
