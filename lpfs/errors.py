@@ -4,16 +4,19 @@ import errno
 import os
 
 
-class KernelError(OSError):
+class KernelError(Exception):
     """An errno that the emulated kernel returns to user space.
 
-    Raised by the core and the sysfs layer (EINVAL, EBUSY, ENODEV, ...). An
-    OSError, so the FUSE bindings answer the failing system call with its
-    errno as they are; the CLI turns it into kmod's or the shell's message.
+    Raised by the core and the sysfs layer (EINVAL, EBUSY, ENODEV, ...). Not
+    an OSError: a failure of lpfs's own (an OSError from writing its kernel
+    log, say) must never pass for the kernel's answer. The FUSE adapters
+    answer a KernelError with its errno, the control server reports it as the
+    kernel's, and the CLI turns it into kmod's or the shell's message.
     """
 
     def __init__(self, code: int, detail: str = "") -> None:
         super().__init__(code, detail or os.strerror(code))
+        self.errno = code
         self.detail = detail
 
     @property

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from . import binding
 from .binding import FuseOSError
+from .errors import KernelError
 from .fusewire import reply_errno
 from .sysfs import Handle, Tree
 
@@ -50,21 +51,26 @@ Op = TypeVar("Op", bound=Callable[..., Any])
 
 
 def errno_boundary(method: Op) -> Op:
-    """Let OSErrors through with an errno a FUSE reply can carry; log anything else, EIO.
+    """The one error policy of the FUSE adapters, whatever the binding.
 
-    A kernel-internal errno (ENOTSUPP 524 from a callback) would reach libfuse
-    as it is, and the kernel drops such a reply: the caller would wait for ever.
+    The emulated kernel's KernelError and the adapters' own FuseOSError are
+    answered with their errno, mapped to one a FUSE reply can carry (a
+    kernel-internal ENOTSUPP 524 would reach libfuse as it is, and the kernel
+    drops such a reply: the caller would wait for ever). Anything else,
+    OSErrors of lpfs's own included, is a bug: logged, and answered EIO.
     """
 
     @functools.wraps(method)
     def call(*args: Any) -> Any:
         try:
             return method(*args)
-        except OSError as exc:
+        except FuseOSError as exc:
             code = reply_errno(exc.errno)
             if code == exc.errno:
                 raise
             raise FuseOSError(code) from exc
+        except KernelError as exc:
+            raise FuseOSError(reply_errno(exc.errno)) from exc
         except Exception:
             log.exception("unexpected failure in FUSE operation %s%r", method.__name__, args[1:])
             raise FuseOSError(errno.EIO) from None

@@ -324,7 +324,7 @@ def test_forget_and_interrupt_get_no_reply(tree: Tree, opcode: int, body: bytes)
         (OSError(511, "the last errno"), 511),
         (OSError(512, "ERESTARTSYS"), errno.EINTR),
         (OSError(516, "ERESTART_RESTARTBLOCK"), errno.EINTR),
-        (KernelError(524), errno.EOPNOTSUPP),  # ENOTSUPP
+        (OSError(524, "ENOTSUPP"), errno.EOPNOTSUPP),
         (OSError(1000, "out of range"), errno.EIO),
         (ValueError("a bug"), errno.EIO),
     ],
@@ -339,16 +339,42 @@ def test_every_error_reply_carries_an_errno_the_kernel_takes(
         assert (-code, b"") == (reply.error, reply.body)
 
 
-@pytest.mark.parametrize("code", [0, 1, 511, 512, 513, 514, 515, 516, 524, 1000, None, "5"])
-def test_the_fusepy_path_maps_errnos_as_the_session_does(code: Any) -> None:
+ERRNOS = [1, 511, 512, 513, 514, 515, 516, 524, 1000]
+
+
+@pytest.mark.parametrize("failure", [KernelError, fs.FuseOSError])
+@pytest.mark.parametrize("code", ERRNOS)
+def test_the_adapters_answer_the_kernels_errno_as_the_session_does(
+    failure: type[Exception], code: int
+) -> None:
+    """On every binding: a KernelError or FuseOSError is its errno, mapped into 1..511."""
+
     @fs.errno_boundary
     def getattr(self: object, path: str) -> None:
-        raise OSError(code, "failure")
+        raise failure(code)
 
     with pytest.raises(OSError) as raised:
         getattr(None, "/")
     assert reply_errno(code) == raised.value.errno
     assert 0 < raised.value.errno < 512
+
+
+@pytest.mark.parametrize(
+    "failure", [OSError(errno.ENOSPC, "lpfs's own log file"), ValueError("a bug")]
+)
+def test_the_adapters_answer_eio_for_lpfs_own_failures(
+    failure: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OSError of lpfs's own never passes for the kernel's answer: EIO, and a traceback."""
+
+    @fs.errno_boundary
+    def write(self: object, path: str) -> None:
+        raise failure
+
+    with pytest.raises(OSError) as raised:
+        write(None, "/kernel/livepatch/p/enabled")
+    assert errno.EIO == raised.value.errno
+    assert "unexpected failure in FUSE operation write" in caplog.text
 
 
 def test_a_refused_reply_is_followed_by_eio(tree: Tree) -> None:
