@@ -56,6 +56,18 @@ def top_mount(path: str, mountinfo: str = MOUNTINFO) -> MountEntry | None:
     return next((entry for entry in reversed(here) if entry.mount_id not in covered), None)
 
 
+def is_mounted(path: str | os.PathLike[str]) -> bool:
+    """Whether anything is mounted at ``path``: the one probe lpfs and its tests use.
+
+    Read from the mount table, never by a stat, so a stale mount (its daemon
+    dead) counts, and a busy daemon cannot make the probe wait.
+    """
+    # Only the parent is resolved: a realpath of the mountpoint itself would stat it.
+    parent, name = os.path.split(os.path.abspath(path))
+    where = os.path.join(os.path.realpath(parent), name)
+    return any(entry.path == where for entry in mount_table())
+
+
 class User(NamedTuple):
     """A process with a file open on a mount."""
 

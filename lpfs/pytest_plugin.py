@@ -129,16 +129,6 @@ def _lpfs(args: list[str]) -> str:
     return result.stdout
 
 
-def _mounted(path: Path) -> bool:
-    """Whether /proc/mounts lists ``path``; a stale FUSE mount counts, unlike os.path.ismount."""
-    # /proc/mounts escapes space, tab, newline and backslash as octal.
-    escaped = str(path)
-    for char in "\\ \t\n":
-        escaped = escaped.replace(char, f"\\{ord(char):03o}")
-    with open("/proc/mounts", encoding="utf-8") as mounts:
-        return any(line.split(" ")[1] == escaped for line in mounts)
-
-
 def _serve(path: Path) -> Iterator[LpfsMount]:
     """Mount a daemon at ``path`` and always take it down again, whatever the test did."""
     path.mkdir(parents=True, exist_ok=True)
@@ -150,7 +140,7 @@ def _serve(path: Path) -> Iterator[LpfsMount]:
         # A busy or dead daemon fails to unmount cleanly: detach it below instead.
         with contextlib.suppress(LpfsCommandError, subprocess.TimeoutExpired):
             _lpfs(["umount", str(path)])
-        if _mounted(path):
+        if mounts.is_mounted(path):
             mounts.unmount(path, lazy=True)
 
 

@@ -111,7 +111,7 @@ def served(tmp_path: Path, connections: Path) -> Iterator[Served]:
     served = Served(mnt)
     served.thread.start()
     try:
-        wait_for(lambda: os.path.ismount(mnt), "the mount")
+        wait_for(lambda: mounts.is_mounted(mnt), "the mount")
         os.listdir(mnt)  # INIT is answered
         yield served
     finally:

@@ -95,10 +95,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Files, Path]]:
     thread.start()
     try:
         for _ in range(500):
-            if os.path.ismount(mnt):
+            if mounts.is_mounted(mnt):
                 break
             thread.join(0.01)
-        assert os.path.ismount(mnt)
+        assert mounts.is_mounted(mnt)
         yield files, mnt
     finally:
         mounts.unmount(mnt, lazy=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from lpfs_fixtures import MODULES, Mount, missing, require_fuse, require_tools, stop_daemon
 
+from lpfs import mounts
+
 ROOT = Path(__file__).parents[2]
 HELPER = ROOT / "lpfs" / "system" / "mount.lpfs"
 LPFS = Path(sys.executable).with_name("lpfs")  # the venv's console script
@@ -56,13 +58,13 @@ def test_unknown_option_mounts_nothing(mountpoint: Path) -> None:
     """An option lpfs does not know is a usage error (1), reported with the helper's name."""
     result = helper("none", str(mountpoint), "-o", "rw,bogus")
     expected = (1, "mount.lpfs: unknown option 'bogus'\n", False)
-    assert expected == (result.returncode, result.stderr, os.path.ismount(mountpoint))
+    assert expected == (result.returncode, result.stderr, mounts.is_mounted(mountpoint))
 
 
 def test_fake_mount_does_nothing(mountpoint: Path) -> None:
     """mount -f: the options are checked, nothing is mounted."""
     result = helper("none", str(mountpoint), "-f", "-o", "kernel=5.4")
-    assert (0, False) == (result.returncode, os.path.ismount(mountpoint))
+    assert (0, False) == (result.returncode, mounts.is_mounted(mountpoint))
 
 
 def test_missing_lpfs_is_a_mount_failure(tmp_path: Path) -> None:
