@@ -54,9 +54,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
+# The kernel's console is ttyS1; commands and their output use ttyS0.
 exec </dev/ttyS0 >/dev/ttyS0 2>&1
-# Kernel messages stay in the log, off the console that carries the output.
-dmesg -n 1
 stty -echo -onlcr
 """
     + COMMAND_LOOP
@@ -113,10 +112,10 @@ def add_programs(root: Path) -> None:
     for program in host_programs():
         _copy(program, root)
         libraries |= shared_libraries(program)
-    for name, program in ALIASES.items():
-        found = shutil.which(program)
+    for name, alias_of in ALIASES.items():
+        found = shutil.which(alias_of)
         if found is None:
-            raise InitramfsError(f"the host has no {program}")
+            raise InitramfsError(f"the host has no {alias_of}")
         shutil.copy2(found, root / name)
         libraries |= shared_libraries(Path(found))
     for library in libraries:

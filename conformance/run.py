@@ -83,7 +83,7 @@ def conform(kernel: Kernel, cache: Path, source_debs: Path) -> Verdict:
     print(f"   prepared in {prepared.seconds:.1f} s: unpacked, modules built, initramfs made")
     work = cache / "build" / kernel.release
     transcript = work / "console.log"
-    with Vm(prepared.kernel_image, prepared.initramfs, transcript) as vm:
+    with Vm(prepared.kernel_image, prepared.initramfs, transcript, work / "kernel.log") as vm:
         print(f"   booted in {vm.boot_seconds:.1f} s", flush=True)
         run = selftests.run(vm)
         started = time.monotonic()

@@ -72,4 +72,37 @@ SCENARIOS: Final = (
             *DEBUG_OFF,
         ),
     ),
+    # test-callbacks.sh's "module_coming and module_going callbacks": the
+    # target module comes after the patch and goes before it.
+    Scenario(
+        "target module comes and goes",
+        (
+            *DEBUG_ON,
+            Load("test_klp_callbacks_demo"),
+            Settle(),
+            Load("test_klp_callbacks_mod"),
+            Remove("test_klp_callbacks_mod"),
+            Write("kernel/livepatch/test_klp_callbacks_demo/enabled", "0"),
+            Settle(),
+            Remove("test_klp_callbacks_demo"),
+            *DEBUG_OFF,
+        ),
+    ),
+    # test-state.sh's "system state modification", then a replacing patch
+    # that takes the state over.
+    Scenario(
+        "klp state taken over",
+        (
+            *DEBUG_ON,
+            Load("test_klp_state"),
+            Settle(),
+            Load("test_klp_state2"),
+            Settle(),
+            Remove("test_klp_state"),
+            Write("kernel/livepatch/test_klp_state2/enabled", "0"),
+            Settle(),
+            Remove("test_klp_state2"),
+            *DEBUG_OFF,
+        ),
+    ),
 )

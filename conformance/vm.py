@@ -1,7 +1,9 @@
 """A Debian kernel booted in QEMU, driven through its serial console.
 
 The initramfs's ``/init`` (see ``initramfs.py``) runs ``console.COMMAND_LOOP``
-on the serial console; the console's transcript keeps the boot too.
+on the first serial port. The kernel's own console is the second port, written
+to a file: kernel messages (a patched console_loglevel prints them all, as
+test_klp_state does) never mix with a command's output.
 """
 
 import subprocess
@@ -20,10 +22,13 @@ BOOT_TIMEOUT: Final = 300.0
 class Vm:
     """One boot of ``kernel`` with ``initramfs``; a context manager that stops it."""
 
-    def __init__(self, kernel: Path, initramfs: Path, transcript: Path) -> None:
+    def __init__(
+        self, kernel: Path, initramfs: Path, transcript: Path, kernel_console: Path
+    ) -> None:
         self.kernel = kernel
         self.initramfs = initramfs
         self.transcript = transcript
+        self.kernel_console = kernel_console
         self.boot_seconds = 0.0
 
     def __enter__(self) -> Self:
@@ -32,8 +37,9 @@ class Vm:
             [
                 *("qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", "1024"),
                 *("-nographic", "-no-reboot", "-nic", "none"),
+                *("-serial", "mon:stdio", "-serial", f"file:{self.kernel_console}"),
                 *("-kernel", str(self.kernel), "-initrd", str(self.initramfs)),
-                *("-append", "console=ttyS0 panic=-1"),
+                *("-append", "console=ttyS1 panic=-1"),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
