@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from . import kobjects, legacy
 from .clock import Clock, SystemClock
 from .errors import KernelError
+from .ftrace import LIVEPATCH, Ftrace
 from .kallsyms import Kallsyms
 from .klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
+from .kprobes import KPROBE_OPS_SYMBOLS, Kprobes
 from .loader import MODULE_STATE_TEXT, VMLINUX, Module, ModuleLoader
 from .modfile import MODULE_NAME_LEN, Callbacks, StateDef
+from .procfs import SHOW_CALLER, VMLINUX_SHOW
 from .profiles import Profile
 from .tasks import PatchState, SimulatedTasks
 from .transition import Transition
@@ -147,7 +150,8 @@ class Core(ModuleLoader):
         self.tainted = 0
         self.legacy_forced = False
         self.symbols: Kallsyms | None = None  # set by --symbols host
-        self.ftrace_enabled = True  # the kernel.ftrace_enabled sysctl
+        self.ftrace = Ftrace(log, self.profile, self.clock, self.available_functions)
+        self.kprobes = Kprobes(log, self.profile, self.ftrace)
         # ops->func_stack per patched function, oldest first.
         self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
         self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
@@ -180,7 +184,8 @@ class Core(ModuleLoader):
             self.engine.retry_queued = False
             self.tainted = 0
             self.legacy_forced = False
-            self.ftrace_enabled = True
+            self.ftrace.reset()
+            self.kprobes.reset()
             self.log.clear()
             self.log.reset_dynamic_debug()
             self.changed.notify_all()
@@ -550,7 +555,7 @@ class Core(ModuleLoader):
             if func.patched:
                 continue
             stack = self._func_stacks.setdefault(self._func_key(obj, func), [])
-            ret = 0 if stack else self._ftrace_fault(func)
+            ret = 0 if stack else self._klp_patch_func(obj, func)
             if ret:
                 if not stack:
                     del self._func_stacks[self._func_key(obj, func)]
@@ -561,8 +566,18 @@ class Core(ModuleLoader):
         obj.patched = True
         return 0
 
-    def _ftrace_fault(self, func: Func) -> int:
-        """klp_patch_func()'s ftrace failures, when the module file injects one."""
+    @staticmethod
+    def _symbol(obj: KlpObject, func: Func) -> str:
+        """The function as kallsyms names it: ``name``, or ``module:name`` in a module."""
+        return f"{obj.name}:{func.old_name}" if obj.is_module else func.old_name
+
+    def _klp_patch_func(self, obj: KlpObject, func: Func) -> int:
+        """klp_patch_func() for a function's first patch: its klp_ops on ftrace.
+
+        Fails as the module file injects, or as register_ftrace_function()
+        does: EBUSY with kernel.ftrace_enabled 0 (the ops is PERMANENT) or
+        where another IPMODIFY ops, a kprobe's, holds the function.
+        """
         if func.fault == "ftrace_location":
             self._pr(KERN_ERR, f"failed to find location for function '{func.old_name}'")
             return -errno.EINVAL
@@ -572,8 +587,9 @@ class Core(ModuleLoader):
                 f"failed to set ftrace filter for function '{func.old_name}' ({func.fault_errno})",
             )
             return func.fault_errno
-        if func.fault == "ftrace_register" or not self.ftrace_enabled:
-            code = func.fault_errno if func.fault == "ftrace_register" else -errno.EBUSY
+        code = func.fault_errno if func.fault == "ftrace_register" else 0
+        code = code or self.ftrace.claim_ipmodify(self._symbol(obj, func), LIVEPATCH, True)
+        if code:
             self._pr(
                 KERN_ERR,
                 f"failed to register ftrace handler for function '{func.old_name}' ({code})",
@@ -581,22 +597,24 @@ class Core(ModuleLoader):
             return code
         return 0
 
-    def set_ftrace_enabled(self, enabled: bool) -> None:
-        """The kernel.ftrace_enabled sysctl: EBUSY to turn it off under a livepatch's ftrace ops."""
-        with self.lock:
-            if not enabled and self._func_stacks:
-                raise KernelError(errno.EBUSY)
-            self.ftrace_enabled = enabled
+    @property
+    def ftrace_enabled(self) -> bool:
+        return self.ftrace.enabled
 
-    def running_func(self, function: str, pid: int) -> Func | None:
-        """klp_ftrace_handler(): the func whose replacement task ``pid`` runs for a vmlinux
-        function, or None for the original code.
+    def set_ftrace_enabled(self, enabled: bool) -> None:
+        """The kernel.ftrace_enabled sysctl, under a livepatch's PERMANENT ops or not."""
+        with self.lock:
+            self.ftrace.set_enabled(enabled, permanent_ops=bool(self._func_stacks))
+
+    def running_func(self, function: str, pid: int, obj: str = VMLINUX) -> Func | None:
+        """klp_ftrace_handler(): the func whose replacement task ``pid`` runs for a
+        function of ``obj``, or None for the original code.
 
         A task the engine does not know runs what its tasks started the
         transition with.
         """
         with self.lock:
-            stack = self._func_stacks.get((VMLINUX, function, 1))
+            stack = self._func_stacks.get((obj, function, 1))
             if not stack:
                 return None
             index = len(stack) - 1
@@ -608,6 +626,40 @@ class Core(ModuleLoader):
             if index < 0 or stack[index].nop:
                 return None
             return stack[index]
+
+    def call(self, function: str, pid: int, comm: str, obj: str = VMLINUX) -> Func | None:
+        """A task's call of a show function from seq_read_iter(): the function tracer sees
+        the original's entry and, where klp_ftrace_handler() redirects it, the
+        replacement's. Returns the func that runs, as running_func()."""
+        with self.lock:
+            func = self.running_func(function, pid, obj)
+            self.ftrace.call(function, SHOW_CALLER, comm, pid)
+            if func is not None:
+                self.ftrace.call(func.new_name, SHOW_CALLER, comm, pid)
+            return func
+
+    def available_functions(self) -> set[str]:
+        """available_filter_functions: the functions lpfs knows that can be traced."""
+        names = set(VMLINUX_SHOW.values())
+        for module in self.modules.values():
+            for obj in module.definition.objects:
+                names.update(f.new_name for f in obj.funcs)
+                names.update(f.old_name for f in obj.funcs if obj.name == VMLINUX)
+            names.update(proc.show for proc in module.definition.procs)
+            names.update(kprobe.symbol for kprobe in module.definition.kprobes)
+        return names
+
+    def kallsyms(self) -> list[str]:
+        """/proc/kallsyms lines of what lpfs adds to the kernel: the kprobes' ftrace ops
+        and the functions of loaded modules."""
+        lines = [f"{0:016x} d {name}" for name in KPROBE_OPS_SYMBOLS]
+        with self.lock:
+            for module in self.modules.values():
+                definition = module.definition
+                own = [f.new_name for obj in definition.objects for f in obj.funcs]
+                own += [proc.show for proc in definition.procs]
+                lines += [f"{0:016x} t {name}\t[{module.name}]" for name in dict.fromkeys(own)]
+        return lines
 
     def note_replacement_calls(self) -> None:
         """After tasks switched: the calls the modules' counting attributes wait for."""
@@ -622,6 +674,7 @@ class Core(ModuleLoader):
                 stack.remove(func)
                 if not stack:
                     del self._func_stacks[key]
+                    self.ftrace.release_ipmodify(self._symbol(obj, func), LIVEPATCH)
                 func.patched = False
         if obj.dynamic or not nops_only:
             obj.patched = False

@@ -24,6 +24,7 @@ from .core import Core, Module, Patch
 from .errors import ControlError, KernelError, ModfileError
 from .kallsyms import Kallsyms
 from .klog import LOG_USER, KernelLog
+from .loader import VMLINUX
 from .profiles import Profile
 from .sysfs import Tree
 from .tasks import HostTasks, SchedState, SimulatedTasks
@@ -156,12 +157,40 @@ class Daemon:
         self.klog.printk(level, text, facility)
         return _ok()
 
-    def cmd_running(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        """What a task's call of a vmlinux function runs: the replacement's output, or None."""
-        func = self.core.running_func(str(request["function"]), int(request.get("pid", 0)))
+    def cmd_call(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """A task calls a show function (of vmlinux, or of ``object``): the replacement it
+        runs and its output, or None for the original code. The function tracer sees it."""
+        func = self.core.call(
+            str(request["function"]),
+            int(request.get("pid", 0)),
+            str(request.get("comm", "")),
+            str(request.get("object", VMLINUX)),
+        )
         if func is None:
             return _ok(None)
         return _ok({"new_name": func.new_name, "output": func.output})
+
+    def cmd_tracing(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """A tracing/<file> read, or a write (``data``, after a truncation if asked)."""
+        name = str(request["file"])
+        with self.core.lock:
+            if request.get("truncate"):
+                self.core.ftrace.truncate(name)
+            if "data" in request:
+                self.core.ftrace.store(name, str(request["data"]))
+            return _ok(self.core.ftrace.show(name))
+
+    def cmd_kprobes(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """kprobes/enabled (``enabled`` writes it) and kprobes/list."""
+        kprobes = self.core.kprobes
+        with self.core.lock:
+            if "enabled" in request:
+                kprobes.set_enabled(bool(request["enabled"]))
+            return _ok({"enabled": kprobes.show_enabled(), "list": kprobes.show_list()})
+
+    def cmd_kallsyms(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """The /proc/kallsyms lines of what lpfs adds to the kernel."""
+        return _ok(self.core.kallsyms())
 
     def cmd_sysctl(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
         """kernel.ftrace_enabled, the one sysctl lpfs emulates."""
@@ -296,6 +325,7 @@ def _module_view(module: Module) -> dict[str, Any]:
         "holders": [],
         "livepatch": module.definition.livepatch,
         "state": module.state,
+        "procs": [asdict(proc) for proc in module.definition.procs],
     }
 
 

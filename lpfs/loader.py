@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 from . import kobjects, legacy, params
 from .errors import KernelError
 from .klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
+from .kprobes import Kprobe, Kprobes
 from .modfile import ModuleDef, PendingCallers, TaskDef
 from .params import ParamValue
 from .profiles import Profile
@@ -80,6 +81,7 @@ class ModuleLoader:
     patches: list[Patch]
     engine: Transition
     tainted: int
+    kprobes: Kprobes
 
     def insmod(self, definition: ModuleDef, args: tuple[str, ...] = ()) -> Module:
         """Load a module and run its init; a livepatch module's init is klp_enable_patch().
@@ -120,12 +122,16 @@ class ModuleLoader:
             return module
 
     def _module_init_locked(self, module: Module) -> None:
-        """The module's init function: its own lines, its kobjects, its work items,
-        klp_enable_patch()."""
+        """The module's init function: its own lines, its kobjects, its kprobes, its work
+        items, klp_enable_patch()."""
         definition = module.definition
         for text in definition.init:
             self._pr_module(module, text)
         kobjects.create(self, module)
+        for kprobe in definition.kprobes:
+            post = kprobe.post_handler
+            has_post = bool(module.params[post]) if isinstance(post, str) else post
+            self.kprobes.register(Kprobe(module.name, kprobe.symbol, has_post))
         for task_def in definition.tasks:
             self._start_module_task_locked(module, task_def)
         if definition.calls_klp_enable_patch:
@@ -253,6 +259,7 @@ class ModuleLoader:
         self.log.printk(KERN_INFO, f"{module.name}: {text.format_map(values)}")
 
     def _forget_module_locked(self, module: Module) -> None:
+        self.kprobes.unregister_module(module.name)
         module.loaded = False
         del self.modules[module.name]
 

@@ -167,6 +167,28 @@ class TaskDef:
 
 
 @dataclass(frozen=True, slots=True)
+class KprobeDef:
+    """``[[kprobe]]``: register_kprobe() on a function's entry in the module's init."""
+
+    symbol: str
+    post_handler: bool | str = False  # a constant, or the name of a bool parameter
+
+
+@dataclass(frozen=True, slots=True)
+class ProcDef:
+    """``[[proc]]``: proc_create_single(name, 0, NULL, show) in the module's init, /proc/<name>.
+
+    A read runs the module's function ``show``, which prints ``output``
+    unless a livepatch redirects it.
+    """
+
+    name: str
+    show: str
+    output: str
+    mode: int = 0o444
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleDef:
     """A module as its file defines it."""
 
@@ -182,6 +204,8 @@ class ModuleDef:
     exit: tuple[str, ...] = ()
     tasks: tuple[TaskDef, ...] = ()
     kobjects: tuple[KobjectDef, ...] = ()
+    kprobes: tuple[KprobeDef, ...] = ()
+    procs: tuple[ProcDef, ...] = ()
 
     @property
     def calls_klp_enable_patch(self) -> bool:
@@ -285,6 +309,8 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
             "exit",
             "task",
             "kobject",
+            "kprobe",
+            "proc",
         },
     )
     fmt = rd.get(top, "", "format", int, FORMAT_VERSION)
@@ -322,6 +348,11 @@ def parse(text: str, file: str, default_name: str = "") -> ModuleDef:
             for i, raw in enumerate(rd.array(top, "", "task"))
         ),
         kobjects=_parse_kobjects(rd, top, params, objects),
+        kprobes=tuple(
+            _parse_kprobe(rd, raw, f"kprobe[{i}]", params)
+            for i, raw in enumerate(rd.array(top, "", "kprobe"))
+        ),
+        procs=_parse_procs(rd, top),
         source=file,
     )
     return definition
@@ -523,6 +554,37 @@ def _parse_task(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...])
         finish=_parse_texts(rd, task, where, "finish"),
         while_param=while_param,
     )
+
+
+def _parse_kprobe(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...]) -> KprobeDef:
+    kprobe = rd.table(raw, where, {"symbol", "post_handler"})
+    symbol = rd.get(kprobe, where, "symbol", str, _REQUIRED)
+    raw_post = kprobe.get("post_handler", False)
+    if isinstance(raw_post, dict):
+        pwhere = f"{where}.post_handler"
+        name = rd.get(rd.table(raw_post, pwhere, {"param"}), pwhere, "param", str, _REQUIRED)
+        return KprobeDef(symbol, _param_ref(rd, f"{pwhere}.param", name, params, ("bool",)))
+    return KprobeDef(symbol, rd.get(kprobe, where, "post_handler", bool, False))
+
+
+def _parse_procs(rd: _Reader, top: dict[str, Any]) -> tuple[ProcDef, ...]:
+    procs: list[ProcDef] = []
+    for i, raw in enumerate(rd.array(top, "", "proc")):
+        where = f"proc[{i}]"
+        proc = rd.table(raw, where, {"name", "show", "output", "mode"})
+        name = _sysfs_name(rd, proc, where)
+        if any(p.name == name for p in procs):
+            raise rd.fail(f"{where}.name", f"'{name}' is declared twice")
+        output = rd.get(proc, where, "output", str, _REQUIRED)
+        procs.append(
+            ProcDef(
+                name,
+                rd.get(proc, where, "show", str, _REQUIRED),
+                output if output.endswith("\n") else output + "\n",
+                _parse_mode(rd, proc, where, 0o444),
+            )
+        )
+    return tuple(procs)
 
 
 _SYSFS_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.:-]+")

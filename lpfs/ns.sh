@@ -6,10 +6,10 @@
 # rmmod, modprobe, modinfo, lsmod, depmod, kmod, dmesg and uname are lpfs's
 # stand-ins, on PATH and at the absolute paths kmod, util-linux and
 # coreutils use (whether or not the host has those tools); /dev/kmsg,
-# /proc/cmdline, /proc/meminfo, /proc/modules, /proc/version,
-# /proc/sys/kernel/tainted, /proc/sys/kernel/ftrace_enabled and
-# dynamic_debug/control answer from the daemon; /lib/modules/$(uname -r)/build
-# exists. Without --mount a daemon is started for COMMAND (with the given
+# /proc/cmdline, /proc/meminfo, /proc/modules, /proc/version, /proc/kallsyms,
+# the modules' /proc entries, /proc/sys/kernel/tainted,
+# /proc/sys/kernel/ftrace_enabled, dynamic_debug/control and the tracing and
+# kprobes files answer from the daemon; /lib/modules/$(uname -r)/build exists. Without --mount a daemon is started for COMMAND (with the given
 # lpfs mount options) and stopped after it. The host's own mounts never
 # change.
 #
@@ -28,30 +28,36 @@ bind_over() {
 }
 
 # /sys/kernel is nsfs's kernel/ directory (see lpfs/nskernel.py for why not
-# a tmpfs): each of the host's entries is bound back over its stub, and
-# livepatch is the mount's; the modules' own kobjects are nsfs's symlinks
-# into the mount, there as soon as a module adds one.
+# a tmpfs): each of the host's entries nsfs lists as a stub is bound back over
+# it, and livepatch is the mount's; the modules' own kobjects are nsfs's
+# symlinks into the mount, there as soon as a module adds one. tracing/ and
+# debug/'s tracing/, kprobes/ and dynamic_debug/ are nsfs's own, so nothing a
+# script sets there reaches the host's tracing.
 shadow_sys_kernel() {
-	local stage=$1 entry name
+	local stage=$1 stub
 	mount --bind "$stage/ns/kernel" /sys/kernel
-	for entry in /sys/kernel/* /sys/kernel/.[!.]*; do
-		name=${entry##*/}
-		if [ ! -e "$entry" ] || [ -L "$entry" ]; then
-			continue # no such name, or a symlink nsfs shows itself
-		elif [ "$name" = livepatch ]; then
-			mount --bind "$LPFS_MOUNT/kernel/livepatch" "$entry"
+	while IFS= read -r stub; do
+		if [ "$stub" = kernel/livepatch ]; then
+			mount --bind "$LPFS_MOUNT/kernel/livepatch" "/sys/$stub"
 		else
-			mount --rbind "$stage/host-kernel/$name" "$entry"
+			mount --rbind "$stage/host-kernel/${stub#kernel/}" "/sys/$stub"
 		fi
-	done
-	if [ -e /sys/kernel/debug/dynamic_debug/control ]; then
-		mount --bind "$stage/ns/dynamic_debug_control" /sys/kernel/debug/dynamic_debug/control
-	else
-		mount -t tmpfs -o mode=700 lpfs-debug /sys/kernel/debug
-		mkdir /sys/kernel/debug/dynamic_debug
-		touch /sys/kernel/debug/dynamic_debug/control
-		mount --bind "$stage/ns/dynamic_debug_control" /sys/kernel/debug/dynamic_debug/control
-	fi
+	done < <(grep '^kernel/' "$stage/ns/stubs")
+}
+
+# /proc is nsfs's proc/ directory (see lpfs/nsproc.py): the real procfs, with
+# the files already laid over it, goes aside to real-proc; its pids are
+# nsfs's symlinks there, and each of its fixed entries is bound back over
+# nsfs's stub. lpfs's own files are nsfs's. Last, since every later look into
+# /proc passes through nsfs.
+shadow_proc() {
+	local stage=$1 stub
+	mount --rbind /proc "$stage/real-proc"
+	grep '^proc/' "$stage/ns/stubs" >"$stage/proc-stubs"
+	mount --bind "$stage/ns/proc" /proc
+	while IFS= read -r stub; do
+		mount --rbind "$stage/real-proc/${stub#proc/}" "/$stub"
+	done <"$stage/proc-stubs"
 }
 
 # has_submounts DIR: something is mounted below DIR, which an overlay of DIR
@@ -155,11 +161,12 @@ install_stand_ins() {
 inside() {
 	local stage=$1 release nsfs_pid status
 	shift
-	mkdir -p "$stage/ns" "$stage/host-module" "$stage/host-kernel"
+	mkdir -p "$stage/ns" "$stage/host-module" "$stage/host-kernel" "$stage/real-proc"
 	mount --bind /sys/module "$stage/host-module"
 	mount --rbind /sys/kernel "$stage/host-kernel"
 	"$python" -m lpfs.nsfs "$stage/ns" --mount "$LPFS_MOUNT" \
-		--host-modules "$stage/host-module" --host-kernel "$stage/host-kernel" &
+		--host-modules "$stage/host-module" --host-kernel "$stage/host-kernel" \
+		--real-proc "$stage/real-proc" &
 	nsfs_pid=$!
 	for _ in $(seq 200); do
 		[ ! -e "$stage/ns/kmsg" ] || break
@@ -172,17 +179,16 @@ inside() {
 	shadow_sys_kernel "$stage"
 	mount --bind "$stage/ns/module" /sys/module
 	bind_over "$stage/ns/kmsg" /dev/kmsg
-	bind_over "$stage/ns/cmdline" /proc/cmdline
-	bind_over "$stage/ns/meminfo" /proc/meminfo
-	bind_over "$stage/ns/modules" /proc/modules
-	bind_over "$stage/ns/version" /proc/version
 	bind_over "$stage/ns/tainted" /proc/sys/kernel/tainted
 	bind_over "$stage/ns/ftrace_enabled" /proc/sys/kernel/ftrace_enabled
 	add_module_build_dir "$stage" "$release"
 	install_stand_ins "$stage"
+	shadow_proc "$stage"
 
 	status=0
 	PATH="$stage/bin:$PATH" "$@" || status=$?
+	# The real procfs back first: nsfs reads /proc/self/mountinfo as it unmounts.
+	umount -l /proc
 	kill "$nsfs_pid" 2>/dev/null || true
 	exit "$status"
 }

@@ -4,14 +4,16 @@ A small FUSE filesystem, separate from the sysfs mount, that answers from a
 running lpfs daemon over its control socket:
 
     kmsg                   /dev/kmsg: a write is one log record, a read one record
-    cmdline, meminfo       /proc/cmdline, /proc/meminfo as the reader's task sees them
-    modules                /proc/modules: this machine's modules and the emulated ones
-    version                /proc/version with the emulated release
     tainted                /proc/sys/kernel/tainted: the host's bits OR the emulated ones
     ftrace_enabled         /proc/sys/kernel/ftrace_enabled, emulated
-    dynamic_debug_control  /sys/kernel/debug/dynamic_debug/control, for lpfs's pr_debug sites
     module/                /sys/module: a symlink per module, emulated ones shadowing the host's
-    kernel/                /sys/kernel: the host's entries, livepatch and the modules' kobjects
+    kernel/                /sys/kernel: the host's entries, livepatch, the modules' kobjects,
+                           and lpfs's own tracing/, debug/tracing/, debug/kprobes/ and
+                           debug/dynamic_debug/control (see nskernel.py)
+    proc/                  /proc: the real procfs's names as symlinks, and lpfs's cmdline,
+                           meminfo, modules, version, kallsyms and the modules' proc
+                           entries (see nsproc.py)
+    stubs                  the kernel/ paths lpfs-ns binds the host's entries back over
 
 The host's own versions are read through descriptors opened before they are
 shadowed.
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from . import binding, control
 from .binding import FuseOSError, fuse_get_context
@@ -34,21 +36,44 @@ from .errors import ControlError
 from .fs import mount_options
 from .klog import Record
 from .nskernel import KernelDir
+from .nsproc import ProcDir
+from .procfs import VMLINUX_SHOW
 
-# The /proc file each emulated show function fills.
-PROC_FUNCTIONS = {"cmdline": "cmdline_proc_show", "meminfo": "meminfo_proc_show"}
-HOST_FILES = {
+HOST_FILES: Final = {
     "cmdline": "/proc/cmdline",
     "meminfo": "/proc/meminfo",
     "modules": "/proc/modules",
     "version": "/proc/version",
     "tainted": "/proc/sys/kernel/tainted",
+    "kallsyms": "/proc/kallsyms",
 }
+# The function tracer's files (kernel/trace/trace.c), at both places tracefs shows.
+TRACING_FILES: Final = {
+    "tracing_on": 0o640,
+    "current_tracer": 0o640,
+    "set_ftrace_filter": 0o640,
+    "trace": 0o640,
+    "available_tracers": 0o440,
+    "available_filter_functions": 0o440,
+}
+TRACING_DIRS: Final = ("/kernel/tracing", "/kernel/debug/tracing")
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """One of nsfs's files: its mode, what a read by a pid shows, what a write does, and
+    what an open with O_TRUNC does."""
+
+    mode: int
+    read: Callable[[int], bytes] | None = None
+    write: Callable[[bytes], None] | None = None
+    truncate: Callable[[], None] | None = None
 
 
 @dataclass(eq=False)
 class Handle:
-    name: str
+    path: str
+    file: File
     flags: int
     snapshot: bytes | None = None
     next_seq: int = -1  # kmsg: the first record this reader has not seen
@@ -60,16 +85,18 @@ class NsFiles:
     use_ns = True
 
     def __init__(
-        self, client: control.Client, sysfs_mount: Path, host_modules: Path, host_kernel: Path
+        self,
+        client: control.Client,
+        sysfs_mount: Path,
+        host_modules: Path,
+        host_kernel: Path,
+        real_proc: Path,
     ) -> None:
         self._client = client
         self._sysfs = sysfs_mount
         self._host_modules = host_modules
         self._kernel = KernelDir(host_kernel, sysfs_mount)
-        # Mountpoints of lpfs-ns, there as long as the namespace: the kernel may cache them.
-        self.stable_entries = frozenset(
-            {"/kernel", *(f"/kernel/{name}" for name in self._kernel.stubs)}
-        )
+        self._proc = ProcDir(real_proc)
         self._host_fds = {
             name: os.open(path, os.O_RDONLY)
             for name, path in HOST_FILES.items()
@@ -79,18 +106,38 @@ class NsFiles:
         self._handles: dict[int, Handle] = {}
         self._counter = itertools.count(1)
         self._started = time.time()
-        self._files: dict[
-            str, tuple[int, Callable[[int], bytes] | None, Callable[[bytes], None] | None]
-        ] = {
-            "kmsg": (0o644, None, self._write_kmsg),
-            "cmdline": (0o444, lambda pid: self._proc_text("cmdline", pid), None),
-            "meminfo": (0o444, lambda pid: self._proc_text("meminfo", pid), None),
-            "modules": (0o444, lambda pid: self._modules(), None),
-            "version": (0o444, lambda pid: self._version(), None),
-            "tainted": (0o644, lambda pid: self._tainted(), None),
-            "ftrace_enabled": (0o644, lambda pid: self._ftrace(), self._write_ftrace),
-            "dynamic_debug_control": (0o644, lambda pid: self._dyndbg(None), self._write_dyndbg),
+        self._files: dict[str, File] = {
+            "/kmsg": File(0o644, write=self._write_kmsg),
+            "/tainted": File(0o644, lambda pid: self._tainted()),
+            "/ftrace_enabled": File(0o644, lambda pid: self._ftrace(), self._write_ftrace),
+            "/stubs": File(0o444, lambda pid: self._stubs()),
+            "/proc/cmdline": File(0o444, lambda pid: self._proc_text("cmdline", pid)),
+            "/proc/meminfo": File(0o444, lambda pid: self._proc_text("meminfo", pid)),
+            "/proc/modules": File(0o444, lambda pid: self._modules()),
+            "/proc/version": File(0o444, lambda pid: self._version()),
+            "/proc/kallsyms": File(0o444, lambda pid: self._kallsyms()),
+            "/kernel/debug/dynamic_debug/control": File(
+                0o644, lambda pid: self._dyndbg(None), self._write_dyndbg
+            ),
+            "/kernel/debug/kprobes/enabled": File(
+                0o600, lambda pid: self._kprobes()["enabled"].encode(), self._write_kprobes
+            ),
+            "/kernel/debug/kprobes/list": File(0o400, lambda pid: self._kprobes()["list"].encode()),
         }
+        for directory in TRACING_DIRS:
+            for name, mode in TRACING_FILES.items():
+                self._files[f"{directory}/{name}"] = self._tracing_file(name, mode)
+        self._dirs = {
+            os.path.dirname(path) for path in self._files if os.path.dirname(path) != "/"
+        } | {"/", "/module", "/kernel", "/kernel/debug", "/proc"}
+        # Mountpoints of lpfs-ns, there as long as the namespace: the kernel may cache them.
+        self.stable_entries = frozenset({*self._dirs, *(f"/{stub}" for stub in self._stub_paths())})
+        self.stable_entries -= {"/"}
+
+    def _stub_paths(self) -> list[str]:
+        """Where lpfs-ns binds the host's entries back: under kernel/ and proc/."""
+        own_proc = [p.removeprefix("/proc/") for p in self._files if p.startswith("/proc/")]
+        return self._kernel.stubs() + [f"proc/{name}" for name in self._proc.stubs(own_proc)]
 
     def __call__(self, op: str, *args: Any) -> Any:
         # fusepy dispatches through here; mfusepy calls the methods directly.
@@ -111,15 +158,78 @@ class NsFiles:
         return reply.get("data")
 
     def _host(self, name: str) -> bytes:
+        """The host's file, whole (kallsyms runs to megabytes)."""
         fd = self._host_fds.get(name)
-        return b"" if fd is None else os.pread(fd, 1 << 20, 0)
+        if fd is None:
+            return b""
+        chunks = []
+        while chunk := os.pread(fd, 1 << 20, sum(map(len, chunks))):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _run_show(self, function: str, pid: int, obj: str = "vmlinux") -> str | None:
+        """A task's read runs a show function: the output of the replacement it runs, or
+        None for the original code."""
+        ran = self._call("call", function=function, pid=pid, comm=self._proc.comm(pid), object=obj)
+        if ran is None or ran["output"] is None:
+            return None
+        text = str(ran["output"])
+        return text if text.endswith("\n") else text + "\n"
 
     def _proc_text(self, name: str, pid: int) -> bytes:
-        running = self._call("running", function=PROC_FUNCTIONS[name], pid=pid)
-        if running is None or running["output"] is None:
-            return self._host(name)
-        text = running["output"]
-        return (text if text.endswith("\n") else text + "\n").encode()
+        text = self._run_show(VMLINUX_SHOW[name], pid)
+        return self._host(name) if text is None else text.encode()
+
+    def _module_procs(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The /proc entries loaded modules created: name -> (module, its [[proc]])."""
+        return {
+            proc["name"]: (module["name"], proc)
+            for module in self._call("status")["modules"]
+            for proc in module["procs"]
+        }
+
+    def _module_proc_file(self, name: str) -> File | None:
+        found = self._module_procs().get(name)
+        if found is None:
+            return None
+        module, proc = found
+
+        def read(pid: int) -> bytes:
+            text = self._run_show(proc["show"], pid, module)
+            return (proc["output"] if text is None else text).encode()
+
+        return File(proc["mode"], read)
+
+    def _kallsyms(self) -> bytes:
+        own = "".join(f"{line}\n" for line in self._call("kallsyms"))
+        return self._host("kallsyms") + own.encode()
+
+    def _stubs(self) -> bytes:
+        return "".join(f"{stub}\n" for stub in self._stub_paths()).encode()
+
+    def _tracing_file(self, name: str, mode: int) -> File:
+        def write(data: bytes) -> None:
+            self._call("tracing", file=name, data=data.decode(errors="replace"))
+
+        return File(
+            mode,
+            lambda pid: str(self._call("tracing", file=name)).encode(),
+            write if mode & 0o200 else None,
+            lambda: self._call("tracing", file=name, truncate=True),
+        )
+
+    def _kprobes(self) -> dict[str, str]:
+        return dict(self._call("kprobes"))
+
+    def _write_kprobes(self, data: bytes) -> None:
+        """kstrtobool_from_user(): y/n, 1/0, on/off."""
+        text = data.decode(errors="replace").strip().lower()
+        if text[:1] in ("y", "1") or text[:2] == "on":
+            self._call("kprobes", enabled=True)
+        elif text[:1] in ("n", "0") or text[:2] == "of":
+            self._call("kprobes", enabled=False)
+        else:
+            raise FuseOSError(errno.EINVAL)
 
     def _modules(self) -> bytes:
         status = self._call("status")
@@ -173,77 +283,94 @@ class NsFiles:
             return str(self._host_modules / name)
         return None
 
+    def _lookup(self, path: str) -> tuple[int, str, File | None]:
+        """What ``path`` is: its mode, a symlink's target, and one of nsfs's files.
+        FuseOSError(ENOENT) if nothing."""
+        if path in self._dirs:
+            return stat.S_IFDIR | 0o755, "", None
+        file = self._files.get(path)
+        parent, _, name = path.rpartition("/")
+        if file is None and parent == "/proc":
+            file = self._module_proc_file(name)
+            proc = None if file is not None else self._proc.entry(name, fuse_get_context()[2])
+            if proc is not None:
+                return proc.mode, proc.target, None
+        if file is not None:
+            return stat.S_IFREG | file.mode, "", file
+        if parent == "/module":
+            target = self._module_target(name)
+            if target is not None:
+                return stat.S_IFLNK | 0o777, target, None
+        entry = {
+            "/kernel": self._kernel.entry,
+            "/kernel/debug": self._kernel.debug_entry,
+        }.get(parent, lambda name: None)(name)
+        if entry is None:
+            raise FuseOSError(errno.ENOENT)
+        return entry.mode, entry.target, None
+
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         now = int(self._started * 1e9)
-        base = {
+        mode, target, _file = self._lookup(path)
+        return {
             "st_uid": os.getuid(),
             "st_gid": os.getgid(),
             "st_atime": now,
             "st_mtime": now,
             "st_ctime": now,
+            "st_mode": mode,
+            "st_nlink": 2 if stat.S_ISDIR(mode) else 1,
+            "st_size": len(target),
         }
-        parts = [p for p in path.split("/") if p]
-        if not parts or parts in (["module"], ["kernel"]):
-            return {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
-        if len(parts) == 2 and parts[0] == "kernel":
-            entry = self._kernel.entry(parts[1])
-            if entry is None:
-                raise FuseOSError(errno.ENOENT)
-            nlink = 2 if stat.S_ISDIR(entry.mode) else 1
-            return {**base, "st_mode": entry.mode, "st_nlink": nlink, "st_size": len(entry.target)}
-        if len(parts) == 2 and parts[0] == "module":
-            target = self._module_target(parts[1])
-            if target is None:
-                raise FuseOSError(errno.ENOENT)
-            return {**base, "st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": len(target)}
-        if len(parts) == 1 and parts[0] in self._files:
-            mode = self._files[parts[0]][0]
-            return {**base, "st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": 0}
-        raise FuseOSError(errno.ENOENT)
 
     def readdir(self, path: str, fh: int) -> list[str]:
-        if path == "/":
-            return [".", "..", "module", "kernel", *self._files]
+        if path not in self._dirs:
+            raise FuseOSError(errno.ENOTDIR)
+        prefix = path.rstrip("/") + "/"
+        own = [
+            p[len(prefix) :]
+            for p in [*self._files, *self._dirs]
+            if p.startswith(prefix) and "/" not in p[len(prefix) :]
+        ]
         if path == "/kernel":
             return [".", "..", *self._kernel.names()]
+        if path == "/kernel/debug":
+            return [".", "..", *self._kernel.debug_names()]
+        if path == "/proc":
+            return [".", "..", *self._proc.names([*own, *self._module_procs()])]
         if path == "/module":
             emulated = [m["name"] for m in self._call("status")["modules"]]
             host = [n for n in os.listdir(self._host_modules) if n not in emulated]
             return [".", "..", *emulated, *host]
-        raise FuseOSError(errno.ENOTDIR)
+        return [".", "..", *own]
 
     def readlink(self, path: str) -> str:
-        parent, _, name = path.rpartition("/")
-        if parent == "/kernel":
-            entry = self._kernel.entry(name)
-            target = entry.target if entry is not None and stat.S_ISLNK(entry.mode) else None
-        else:
-            target = self._module_target(name)
-        if target is None:
-            raise FuseOSError(errno.ENOENT)
+        mode, target, _file = self._lookup(path)
+        if not stat.S_ISLNK(mode):
+            raise FuseOSError(errno.EINVAL)
         return target
 
     def open(self, path: str, flags: int) -> int:
-        name = path.lstrip("/")
-        if name not in self._files:
-            raise FuseOSError(errno.ENOENT)
-        _mode, _reader, writer = self._files[name]
+        _mode, _target, file = self._lookup(path)
+        if file is None:
+            raise FuseOSError(errno.EISDIR)
         access = flags & os.O_ACCMODE
-        if access != os.O_RDONLY and writer is None:
+        if access != os.O_RDONLY and file.write is None:
             raise FuseOSError(errno.EACCES)
+        if access != os.O_RDONLY and flags & os.O_TRUNC and file.truncate is not None:
+            file.truncate()
         fh = next(self._counter)
-        self._handles[fh] = Handle(name, flags)
+        self._handles[fh] = Handle(path, file, flags)
         return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         handle = self._handles[fh]
-        if handle.name == "kmsg":
+        if handle.path == "/kmsg":
             return self._read_kmsg(handle, size)
-        _mode, reader, _writer = self._files[handle.name]
-        if reader is None:
+        if handle.file.read is None:
             raise FuseOSError(errno.EINVAL)
         if offset == 0 or handle.snapshot is None:
-            handle.snapshot = reader(fuse_get_context()[2])
+            handle.snapshot = handle.file.read(fuse_get_context()[2])
         return handle.snapshot[offset : offset + size]
 
     def _read_kmsg(self, handle: Handle, size: int) -> bytes:
@@ -261,14 +388,17 @@ class NsFiles:
         return line
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        _mode, _reader, writer = self._files[self._handles[fh].name]
+        writer = self._handles[fh].file.write
         if writer is None:
             raise FuseOSError(errno.EACCES)
         writer(data)
         return len(data)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
-        return None
+        """An O_TRUNC that came as its own request (no atomic O_TRUNC)."""
+        _mode, _target, file = self._lookup(path)
+        if file is not None and file.truncate is not None and length == 0:
+            file.truncate()
 
     def release(self, path: str, fh: int) -> None:
         self._handles.pop(fh, None)
@@ -280,10 +410,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mount", required=True, help="the lpfs sysfs mount")
     parser.add_argument("--host-modules", required=True, help="the host's /sys/module, bound aside")
     parser.add_argument("--host-kernel", required=True, help="the host's /sys/kernel, bound aside")
+    parser.add_argument("--real-proc", required=True, help="the real procfs, bound aside")
     args = parser.parse_args(argv)
     sysfs = Path(args.mount).absolute()
     client = control.Client(control.socket_path(sysfs))
-    ops = NsFiles(client, sysfs, Path(args.host_modules), Path(args.host_kernel))
+    ops = NsFiles(
+        client, sysfs, Path(args.host_modules), Path(args.host_kernel), Path(args.real_proc)
+    )
     options = {**mount_options(), "fsname": "lpfs-ns", "subtype": "lpfs-ns"}
     binding.serve(ops, args.mountpoint, **options)
 

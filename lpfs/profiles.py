@@ -11,9 +11,9 @@ from typing import Final
 Version = tuple[int, int]
 
 OLDEST: Final[Version] = (4, 15)
-# Newest behaviour lpfs knows: stack_order (6.14) and kstrtobool's
-# enable/disable spellings (~6.16) are both present.
-NEWEST: Final[Version] = (6, 16)
+# Newest behaviour lpfs knows: stack_order (6.14), kstrtobool's
+# enable/disable spellings (~6.16) and a kernel.ftrace_enabled that refuses 0 (7.3).
+NEWEST: Final[Version] = (7, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,21 @@ class Profile:
     def refuses_vmlinux_module(self) -> bool:
         """klp_module_coming() refuses a module named vmlinux (5.8)."""
         return self.version >= (5, 8)
+
+    @property
+    def kprobe_arm_failure_ignored(self) -> bool:
+        """register_kprobe() succeeds, unarmed, when arming on ftrace fails (~6.14).
+
+        __register_kprobe() drops arm_kprobe()'s error since its guard()
+        rewrite; before, register_kprobe() returned it (EBUSY for a taken
+        IPMODIFY slot).
+        """
+        return self.version >= (6, 14)
+
+    @property
+    def ftrace_enabled_refuses_disable(self) -> bool:
+        """ftrace_enable_sysctl() refuses 0 with EOPNOTSUPP: the knob is deprecated (7.3)."""
+        return self.version >= (7, 3)
 
     @property
     def ksym_name_len(self) -> int:

@@ -170,7 +170,8 @@ $T: ${T}_exit"
 
 
 def test_ftrace_enabled_sysctl(test_modules: Path) -> None:
-    """test-ftrace.sh's first case through the real sysctl(8)."""
+    """test-ftrace.sh's first case through the real sysctl(8), on the last release whose
+    kernel.ftrace_enabled can be turned off."""
     if not Path("/proc/sys/kernel/ftrace_enabled").exists():
         pytest.skip("this kernel has no /proc/sys/kernel/ftrace_enabled to lay over")
     result = run_ns(
@@ -211,6 +212,28 @@ livepatch: '$MOD': starting unpatching transition
 livepatch: '$MOD': completing unpatching transition
 livepatch: '$MOD': unpatching complete
 % rmmod $MOD"
+    """,
+        "--kernel",
+        "7.2",
+    )
+    assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
+
+
+def test_ftrace_enabled_refuses_disable(test_modules: Path) -> None:
+    """7.3's test-ftrace.sh: ftrace_disable_supported() finds the knob deprecated, and
+    set_ftrace_enabled --fail 0 logs the refusal; the value stays 1."""
+    if not Path("/proc/sys/kernel/ftrace_enabled").exists():
+        pytest.skip("this kernel has no /proc/sys/kernel/ftrace_enabled to lay over")
+    result = run_ns(
+        test_modules,
+        """
+        start_test "livepatch interaction with ftrace_enabled sysctl"
+        sysctl -q kernel.ftrace_enabled=0 &>/dev/null
+        [[ $(sysctl --values kernel.ftrace_enabled) == 1 ]] || die "ftrace_enabled turned off"
+        err=$(sysctl -q kernel.ftrace_enabled=0 2>&1)
+        log "livepatch: ${err//\/proc\/sys\/kernel\//kernel.}"
+        check_result "livepatch: sysctl: setting key \\"kernel.ftrace_enabled\\": \\
+Operation not supported"
     """,
     )
     assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
