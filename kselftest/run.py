@@ -18,7 +18,7 @@ from . import tap, watchdog
 from .install import InstallError, install, pack_test_modules
 from .sources import FetchError, Tree, download, extract
 
-TREES: Final = (Tree("6.1"), Tree("6.12"))
+TREES: Final = (Tree("6.1"), Tree("6.12"), Tree("7.3", suite="trixie-backports"))
 # A script that runs longer than this is stopped: the selftests' settings set no bound.
 DEFAULT_TIMEOUT: Final = 120.0
 
@@ -35,7 +35,7 @@ def show(line: str) -> None:
 def run_tree(tree: Tree, cache: Path, bound: float) -> tap.Summary:
     """Fetch, install and run one tree's livepatch selftests."""
     lpfs = [sys.executable, "-m", "lpfs"]
-    source = extract(tree, download(tree, cache / "debs"), cache / "trees")
+    source = extract(tree, download(tree, cache / "debs", cache / "apt"), cache / "trees")
     livepatch = source.selftests / "livepatch"
     if (livepatch / "test_modules").is_dir():
         for name in pack_test_modules(livepatch, lpfs):

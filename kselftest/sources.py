@@ -4,6 +4,12 @@ Each package holds the whole kernel tree as /usr/src/linux-source-X.Y.tar.xz;
 only the selftests' livepatch directory and what its install needs (the
 kselftest Makefile, lib.mk, the runner scripts and the headers lib.mk names)
 are taken out of it, into the cache.
+
+A tree from a suite the machine's apt sources do not name (7.3, from
+trixie-backports) comes through a private apt configuration in the cache:
+its own sources list, naming the Debian mirror the machine's sources use
+with that suite, and its own package lists and apt cache. The machine's
+apt sources and lists never change.
 """
 
 import re
@@ -35,9 +41,11 @@ class FetchError(Exception):
 
 @dataclass(frozen=True)
 class Tree:
-    """A kernel release whose selftests run against ``lpfs ns --kernel release``."""
+    """A kernel release whose selftests run against ``lpfs ns --kernel release``, from
+    the machine's apt sources or from ``suite`` of its Debian mirror."""
 
     release: str
+    suite: str = ""
 
     @property
     def package(self) -> str:
@@ -64,16 +72,53 @@ def _apt(command: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-def download(tree: Tree, debs: Path) -> Path:
-    """The package's .deb in ``debs``, downloaded unless apt's candidate is already there."""
+def debian_mirror() -> str:
+    """The Debian archive the machine's apt sources use (its main archive, not the
+    security one), as ``apt-get indextargets`` reports it."""
+    targets = _apt(
+        ["apt-get", "indextargets", "--format", "$(REPO_URI) $(ORIGIN) $(LABEL)"], Path("/")
+    )
+    for line in targets.splitlines():
+        fields = line.split()
+        if fields[1:] == ["Debian", "Debian"]:  # origin and label
+            return fields[0]
+    raise FetchError("the machine's apt sources name no Debian archive")
+
+
+def private_apt(suite: str, root: Path) -> list[str]:
+    """apt options for ``suite`` of the machine's Debian mirror, with everything apt
+    writes under ``root``; the lists are refreshed on each call."""
+    lists, cache = root / "lists", root / "cache"
+    for directory in (lists / "partial", cache / "archives" / "partial", root / "parts"):
+        directory.mkdir(parents=True, exist_ok=True)
+    sources = root / "sources.list"
+    sources.write_text(f"deb {debian_mirror()} {suite} main\n")
+    options = [
+        f"-oDir::Etc::SourceList={sources}",
+        f"-oDir::Etc::SourceParts={root / 'parts'}",
+        f"-oDir::State::Lists={lists}",
+        f"-oDir::Cache={cache}",
+        "-oDir::State::status=/dev/null",  # nothing is installed from it
+    ]
+    _apt(["apt-get", "-q", *options, "update"], root)
+    return options
+
+
+def download(tree: Tree, debs: Path, apt_root: Path) -> Path:
+    """The package's .deb in ``debs``, downloaded unless apt's candidate is already there.
+
+    A tree with a suite is looked up through a private apt configuration
+    under ``apt_root/<suite>``.
+    """
     debs.mkdir(parents=True, exist_ok=True)
-    record = _apt(["apt-cache", "show", "--no-all-versions", tree.package], debs)
+    options = private_apt(tree.suite, apt_root / tree.suite) if tree.suite else []
+    record = _apt(["apt-cache", *options, "show", "--no-all-versions", tree.package], debs)
     filename = re.search(r"^Filename: (.+)$", record, re.MULTILINE)
     if filename is None:
         raise FetchError(f"apt knows no {tree.package} (apt-get update?)")
     deb = debs / Path(filename[1]).name
     if not deb.is_file():
-        _apt(["apt-get", "download", "-q", tree.package], debs)
+        _apt(["apt-get", "download", "-q", *options, tree.package], debs)
     return deb
 
 
