@@ -45,8 +45,10 @@ class ProcDir:
         # /proc is still the real procfs when nsfs starts: its fixed entries become stubs.
         self._fixed: dict[str, int] = {}
         for name in os.listdir(proc):
+            if name.isdigit():
+                continue  # a pid: it may be gone by now
             info = (proc / name).lstat()
-            if not name.isdigit() and not stat.S_ISLNK(info.st_mode):
+            if not stat.S_ISLNK(info.st_mode):
                 kind = stat.S_IFDIR if stat.S_ISDIR(info.st_mode) else stat.S_IFREG
                 self._fixed[name] = kind | stat.S_IMODE(info.st_mode)
 

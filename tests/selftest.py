@@ -15,6 +15,8 @@ import time
 
 from lpfs_fixtures import MODULES, Mount, dedent
 
+from lpfs import control
+
 RETRY_INTERVAL = 0.01
 MAX_WAIT = 30.0
 
@@ -106,6 +108,41 @@ class Selftest:
             and "taints kernel" not in r["text"]
         ]
         return "\n".join(lines)
+
+    def control(self, cmd: str, **args: object) -> object:
+        """A control request, as lpfs ns's files make them; AssertionError if refused."""
+        reply = control.Client(control.socket_path(self.mnt.path)).call(cmd, **args)
+        assert reply["ok"], reply
+        return reply["data"]
+
+    def cat(self, show: str, obj: str = "vmlinux") -> str | None:
+        """``cat /proc/…`` by this process: the /proc file's show function runs (traced),
+        and the output of the replacement it runs, or None for the original's."""
+        ran = self.control("call", function=show, pid=os.getpid(), comm="cat", object=obj)
+        return None if ran is None else ran["output"]  # type: ignore[index]
+
+    def tracing(self, name: str, data: str | None = None, truncate: bool = False) -> str:
+        """A write (``echo data > tracing/name``, truncating if asked) or a read."""
+        extra = {} if data is None else {"data": data}
+        return str(self.control("tracing", file=name, truncate=truncate, **extra))
+
+    def cleanup_tracing(self) -> None:
+        self.tracing("tracing_on", "0\n", truncate=True)
+        self.tracing("set_ftrace_filter", "\n", truncate=True)
+        self.tracing("current_tracer", "nop\n", truncate=True)
+        self.tracing("trace", "\n", truncate=True)
+
+    def trace_function(self, function: str) -> None:
+        self.cleanup_tracing()
+        self.tracing("current_tracer", "function\n", truncate=True)
+        self.tracing("set_ftrace_filter", f"{function}\n", truncate=True)
+        self.tracing("tracing_on", "1\n", truncate=True)
+
+    def check_traced_functions(self, *functions: str) -> None:
+        trace = self.tracing("trace")
+        for function in functions:
+            assert f" {function} <-" in trace, f"Function ({function}) did not appear in the trace"
+        self.cleanup_tracing()
 
     def check_result(self, expected: str) -> None:
         """Compare the log since the canary with the expected text; a unified diff if not."""

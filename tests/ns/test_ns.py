@@ -231,7 +231,7 @@ def test_ftrace_enabled_refuses_disable(test_modules: Path) -> None:
         sysctl -q kernel.ftrace_enabled=0 &>/dev/null
         [[ $(sysctl --values kernel.ftrace_enabled) == 1 ]] || die "ftrace_enabled turned off"
         err=$(sysctl -q kernel.ftrace_enabled=0 2>&1)
-        log "livepatch: ${err//\/proc\/sys\/kernel\//kernel.}"
+        log "livepatch: ${err//\\/proc\\/sys\\/kernel\\//kernel.}"
         check_result "livepatch: sysctl: setting key \\"kernel.ftrace_enabled\\": \\
 Operation not supported"
     """,
@@ -314,3 +314,66 @@ livepatch: '$MOD_SYSCALL': unpatching complete
         pid_namespace=True,  # the getpid loops die with it, whatever happens
     )
     assert (0, "ok\n") == (result.returncode, result.stdout), result.stderr
+
+
+def test_tracing_and_kprobes_are_the_namespaces(test_modules: Path) -> None:
+    """push_config()/pop_config()'s files are lpfs's, the same at /sys/kernel/tracing and
+    /sys/kernel/debug/tracing, and /proc/kallsyms shows kprobe_ftrace_ops; the host's
+    tracing is not touched."""
+    host = Path("/sys/kernel/tracing/tracing_on")
+    before = host.read_text() if host.exists() else None
+    result = run_ns(
+        test_modules,
+        """
+        T=/sys/kernel/tracing D=/sys/kernel/debug/tracing
+        echo 0 > $T/tracing_on
+        echo function > $D/current_tracer
+        echo cmdline_proc_show > $T/set_ftrace_filter
+        echo "$(cat $D/tracing_on) $(cat $T/current_tracer) $(cat $D/set_ftrace_filter)"
+        echo 0 > /sys/kernel/debug/kprobes/enabled
+        cat /sys/kernel/debug/kprobes/enabled
+        grep -c 'kprobe_ftrace_ops$' /proc/kallsyms
+        stat -c %a $T/tracing_on /sys/kernel/debug/kprobes/enabled
+    """,
+    )
+    assert (0, "0 function cmdline_proc_show\n0\n1\n640\n600\n") == (
+        result.returncode,
+        result.stdout,
+    ), result.stderr
+    assert before == (host.read_text() if host.exists() else None)
+
+
+def test_proc_entries_of_modules_and_real_proc(test_modules: Path) -> None:
+    """A module's proc_create_single() entry exists while it is loaded, and the rest of
+    /proc is the real procfs: magic links, /proc/self, pids, sysctl's paths."""
+    result = run_ns(
+        test_modules,
+        """
+        modprobe test_klp_mod_target
+        cat /proc/test_klp_mod_target
+        modprobe test_klp_mod_patch
+        cat /proc/test_klp_mod_target
+        echo 0 > /sys/kernel/livepatch/test_klp_mod_patch/enabled
+        rmmod test_klp_mod_patch test_klp_mod_target
+        [[ -e /proc/test_klp_mod_target ]] && echo "still there"
+        exec 3</etc/hostname
+        [[ $(cat /proc/self/fd/3) == $(cat /etc/hostname) ]] && echo "magic link"
+        [[ $(readlink /proc/self/fd/3) == /etc/hostname ]] && echo "its target"
+        [[ $(readlink /proc/$$/exe) == "$(realpath "$BASH")" ]] && echo "exe"
+        read -r pid _ </proc/self/stat
+        [[ $pid == "$BASHPID" && $(readlink /proc/self) =~ ^[0-9]+$ ]] && echo "self"
+        sleep 30 & ls -d /proc/$! >/dev/null && echo "a new pid"; kill $!
+        sysctl -n kernel.tainted >/dev/null && echo "sysctl"
+    """,
+    )
+    expected = [
+        "test_klp_mod_target: original output",
+        "test_klp_mod_patch: this has been live patched",
+        "magic link",
+        "its target",
+        "exe",
+        "self",
+        "a new pid",
+        "sysctl",
+    ]
+    assert (0, expected) == (result.returncode, result.stdout.splitlines()), result.stderr
