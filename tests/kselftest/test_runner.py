@@ -9,7 +9,7 @@ from pathlib import Path
 
 # The checkout's top directory, where the kselftest package lives.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from kselftest import tap, watchdog
+from kselftest import sources, tap, watchdog
 
 # runner.sh's way of running each script, reduced to what the bound relies on.
 RUNNER = """#!/bin/bash
@@ -95,3 +95,14 @@ def test_scripts_that_never_reported_are_no_pass():
 def test_no_plan_is_no_pass():
     assert not feed().passed
     assert "no tests ran" == feed().describe()
+
+
+def test_the_private_suite_uses_the_machines_debian_mirror():
+    """7.3's private apt configuration names the Debian archive the machine's apt sources
+    use, read from apt itself (deb822 or one-line sources alike)."""
+    mirror = sources.debian_mirror()
+    uris = [
+        line.split()[0]
+        for line in os.popen("apt-get indextargets --format '$(REPO_URI)'").read().splitlines()
+    ]
+    assert mirror in uris and mirror.endswith("/")
