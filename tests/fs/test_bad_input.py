@@ -35,7 +35,7 @@ from lpfs.control import Client, socket_path
 PAGE_SIZE = 4096
 MIB = 1 << 20
 PATH_MAX = 4096
-NEWEST = (6, 16)
+NEWEST = (7, 3)  # the default daemon's release
 LEGACY = (4, 19)
 
 LP = "test_klp_livepatch"

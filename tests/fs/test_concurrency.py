@@ -487,7 +487,7 @@ def test_every_worker_did_its_share(run: Run) -> None:
 
 def test_daemon_still_answers(run: Run) -> None:
     """After the run the control socket answers and the mount lists its two directories."""
-    assert ("6.16.0", True) == (run.status["kernel"], run.listing_ok)
+    assert ("7.3.0", True) == (run.status["kernel"], run.listing_ok)
 
 
 def test_every_outcome_is_the_kernels(run: Run) -> None:

@@ -7,11 +7,13 @@ from lpfs.modfile import (
     AttrDef,
     FuncDef,
     KobjectDef,
+    KprobeDef,
     ModuleDef,
     ObjectDef,
     ParamDef,
     ParamText,
     PendingCallers,
+    ProcDef,
     StateDef,
     load,
     parse,
@@ -348,6 +350,56 @@ value = 7
 
         message = "c.toml: replace.param: parameter 'pids' is array of int, not int or bool"
         assert message == error(text, "c.toml")
+
+
+class TestKprobesAndProcs:
+    """``[[kprobe]]`` and ``[[proc]]``: what a module's init registers and creates."""
+
+    def test_kprobe_post_handler_constant_or_parameter(self):
+        definition = parse(
+            """
+name = "probe"
+livepatch = false
+[[param]]
+name = "post"
+type = "bool"
+[[kprobe]]
+symbol = "cmdline_proc_show"
+post_handler = { param = "post" }
+[[kprobe]]
+symbol = "meminfo_proc_show"
+""",
+            "probe.toml",
+        )
+        assert (
+            KprobeDef("cmdline_proc_show", "post"),
+            KprobeDef("meminfo_proc_show", False),
+        ) == definition.kprobes
+
+    def test_kprobe_post_handler_needs_a_bool_parameter(self):
+        text = 'name = "p"\n[[param]]\nname = "n"\ntype = "int"\n'
+        text += '[[kprobe]]\nsymbol = "f"\npost_handler = { param = "n" }\n'
+        assert "demo.toml: kprobe[0].post_handler.param: parameter 'n' is int, not bool" == (
+            error(text)
+        )
+
+    def test_proc_defaults_and_newline(self):
+        definition = parse(
+            'name = "t"\n[[proc]]\nname = "t"\nshow = "t_show"\noutput = "t: original output"\n',
+            "t.toml",
+        )
+        assert (ProcDef("t", "t_show", "t: original output\n", 0o444),) == definition.procs
+
+    def test_proc_needs_its_show_function(self):
+        assert "demo.toml: proc[0].show: missing" == error(
+            'name = "t"\n[[proc]]\nname = "t"\noutput = "x"\n'
+        )
+
+    def test_proc_names_are_unique(self):
+        entry = '[[proc]]\nname = "t"\nshow = "s"\noutput = "x"\n'
+        assert "demo.toml: proc[1].name: 't' is declared twice" == error(
+            'name = "t"\n' + entry + entry
+        )
 
 
 class TestLoad:
