@@ -24,6 +24,7 @@ from .core import Core, Module, Patch
 from .errors import ControlError, KernelError, ModfileError
 from .kallsyms import Kallsyms
 from .klog import LOG_USER, KernelLog
+from .kstrtox import kstrtobool
 from .loader import VMLINUX
 from .profiles import Profile
 from .sysfs import Tree
@@ -181,11 +182,13 @@ class Daemon:
             return _ok(self.core.ftrace.show(name))
 
     def cmd_kprobes(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        """kprobes/enabled (``enabled`` writes it) and kprobes/list."""
+        """kprobes/enabled and kprobes/list; ``enabled`` is a write of that text, parsed
+        as write_enabled_file_bool() does (kstrtobool)."""
         kprobes = self.core.kprobes
         with self.core.lock:
             if "enabled" in request:
-                kprobes.set_enabled(bool(request["enabled"]))
+                text = str(request["enabled"]).encode(errors="surrogateescape")
+                kprobes.set_enabled(kstrtobool(text, self.core.profile))
             return _ok({"enabled": kprobes.show_enabled(), "list": kprobes.show_list()})
 
     def cmd_kallsyms(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:

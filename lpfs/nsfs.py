@@ -222,14 +222,7 @@ class NsFiles:
         return dict(self._call("kprobes"))
 
     def _write_kprobes(self, data: bytes) -> None:
-        """kstrtobool_from_user(): y/n, 1/0, on/off."""
-        text = data.decode(errors="replace").strip().lower()
-        if text[:1] in ("y", "1") or text[:2] == "on":
-            self._call("kprobes", enabled=True)
-        elif text[:1] in ("n", "0") or text[:2] == "of":
-            self._call("kprobes", enabled=False)
-        else:
-            raise FuseOSError(errno.EINVAL)
+        self._call("kprobes", enabled=data.decode(errors="surrogateescape"))
 
     def _modules(self) -> bytes:
         status = self._call("status")
@@ -291,10 +284,12 @@ class NsFiles:
         file = self._files.get(path)
         parent, _, name = path.rpartition("/")
         if file is None and parent == "/proc":
-            file = self._module_proc_file(name)
-            proc = None if file is not None else self._proc.entry(name, fuse_get_context()[2])
+            # procfs's own names first: a module's entry never shadows one (proc_create()
+            # refuses a name taken), and pids are looked up far more often.
+            proc = self._proc.entry(name, fuse_get_context()[2])
             if proc is not None:
                 return proc.mode, proc.target, None
+            file = self._module_proc_file(name)
         if file is not None:
             return stat.S_IFREG | file.mode, "", file
         if parent == "/module":

@@ -18,7 +18,7 @@ KPROBE = "test_klp_kprobe"
 def test_kprobed_function_with_post_handler(klp: Selftest) -> None:
     """The livepatch of a function a post-handler kprobe holds fails with EBUSY."""
     klp.start_test("livepatch interaction with kprobed function with post_handler")
-    klp.control("kprobes", enabled=True)
+    klp.control("kprobes", enabled="1\n")
     klp.load_mod(KPROBE, "has_post_handler=y")
     klp.load_failing_mod(LP)
     klp.unload_mod(KPROBE)
@@ -89,10 +89,10 @@ def test_kprobe_after_livepatch_fails_before_6_14(make_mount) -> None:
 def test_kprobes_disabled_leave_the_slot(klp: Selftest) -> None:
     """With kprobes/enabled 0 a probe is registered unarmed, so the livepatch loads;
     arming them all again then fails for it, with the kprobes warning and EBUSY."""
-    klp.control("kprobes", enabled=False)
+    klp.control("kprobes", enabled="0\n")
     klp.load_mod(KPROBE)
     klp.load_lp(LP)
-    refused = control.Client(control.socket_path(klp.mnt.path)).call("kprobes", enabled=True)
+    refused = control.Client(control.socket_path(klp.mnt.path)).call("kprobes", enabled="1\n")
     assert (False, errno.EBUSY) == (refused["ok"], refused["errno"])
     assert klp.mnt.dmesg()[-1] == (
         "kprobes: Kprobes globally enabled, but failed to enable 1 out of 1 probes. "
