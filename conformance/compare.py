@@ -12,6 +12,11 @@ from .steps import SNAPSHOT, kernel_log, refcounts
 STEP_TIMEOUT: Final = 180.0
 
 
+class LeftoverError(Exception):
+    """A scenario left a patch or a module behind: the next one would not
+    start from the state it was written for."""
+
+
 class Shell(Protocol):
     def run(self, command: str, timeout: float) -> Result: ...
 
@@ -40,6 +45,12 @@ def observe(shell: Shell, scenario: Scenario) -> list[Observation]:
         log = "\n".join(kernel_log(_run(shell, "dmesg -c")))
         sysfs = _run(shell, f"({SNAPSHOT}); {refcounts(scenario.modules)}")
         observations.append(Observation(str(step), result.status, result.output, log, sysfs))
+    # Clean means: nothing under /sys/kernel/livepatch, none of its modules loaded.
+    left = [
+        line for line in observations[-1].sysfs.splitlines() if not line.endswith(" refcnt absent")
+    ]
+    if left:
+        raise LeftoverError(f"scenario {scenario.name!r} left behind: {'; '.join(left)}")
     return observations
 
 
