@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import compare, fetch, initramfs, selftests, treebuild
-from .kernels import METAPACKAGES, Kernel, pick
+from .compare import LeftoverError
+from .console import ConsoleError
+from .fetch import FetchError
+from .initramfs import InitramfsError
+from .kernels import METAPACKAGES, AptError, Kernel, pick
 from .lpfsns import LpfsNs
 from .scenarios import SCENARIOS
+from .treebuild import BuildError
 from .vm import Vm
 
 
@@ -146,7 +151,18 @@ def main() -> int:
     source_debs = Path(kselftest_cache) / "debs"
     started = time.monotonic()
     metapackages = args.kernel or METAPACKAGES
-    verdicts = [conform(pick(name), args.cache, source_debs) for name in metapackages]
+    try:
+        verdicts = [conform(pick(name), args.cache, source_debs) for name in metapackages]
+    except (
+        AptError,
+        FetchError,
+        BuildError,
+        InitramfsError,
+        ConsoleError,
+        LeftoverError,
+    ) as error:
+        print(f"conformance: {error}", file=sys.stderr)
+        return 1
     passed = sum(verdict.passed for verdict in verdicts)
     failed = sum(verdict.failed for verdict in verdicts)
     disagreements = sum(verdict.disagreements for verdict in verdicts)
