@@ -101,8 +101,10 @@ def pick(metapackage: str) -> Kernel:
     release = image.name.removeprefix("linux-image-")
     headers = Package(f"linux-headers-{release}", image.version)
     needs = _depends(headers)
-    common = next(n for n in needs if n.startswith("linux-headers-") and n.endswith("-common"))
-    kbuild = next(n for n in needs if n.startswith("linux-kbuild-"))
+    common = [name for name in needs if re.fullmatch(r"linux-headers-.+-common", name)]
+    kbuild = [name for name in needs if name.startswith("linux-kbuild-")]
+    if not common or not kbuild:
+        raise AptError(f"{headers} depends on no -common headers or no linux-kbuild")
     upstream = re.match(r"\d+\.\d+", image.version)
     if upstream is None:
         raise AptError(f"{image}: no upstream series in the version")
@@ -111,7 +113,7 @@ def pick(metapackage: str) -> Kernel:
         release=release,
         image=image,
         headers=headers,
-        common=Package(common, image.version),
-        kbuild=candidate(kbuild),
+        common=Package(common[0], image.version),
+        kbuild=candidate(kbuild[0]),
         source=Package(f"linux-source-{upstream[0]}", image.version),
     )
