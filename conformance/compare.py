@@ -6,7 +6,7 @@ from typing import Final, Protocol
 
 from .console import Result
 from .scenarios import Scenario
-from .steps import SNAPSHOT, kernel_log, refcounts
+from .steps import SNAPSHOT, kernel_log, label, refcounts
 
 # A step's own limit: Settle tries for 60 s; a busy host slows TCG down.
 STEP_TIMEOUT: Final = 180.0
@@ -44,7 +44,7 @@ def observe(shell: Shell, scenario: Scenario) -> list[Observation]:
         result = shell.run(step.command(), STEP_TIMEOUT)
         log = "\n".join(kernel_log(_run(shell, "dmesg -c")))
         sysfs = _run(shell, f"({SNAPSHOT}); {refcounts(scenario.modules)}")
-        observations.append(Observation(str(step), result.status, result.output, log, sysfs))
+        observations.append(Observation(label(step), result.status, result.output, log, sysfs))
     # Clean means: nothing under /sys/kernel/livepatch, none of its modules loaded.
     left = [
         line for line in observations[-1].sysfs.splitlines() if not line.endswith(" refcnt absent")

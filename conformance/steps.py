@@ -37,18 +37,8 @@ TIMESTAMP: Final = re.compile(r"^\[[ 0-9.]*\] ")
 TAINT: Final = re.compile(r"(tainting|taints) kernel")
 
 
-class _Shown:
-    """A step shows as its command."""
-
-    def command(self) -> str:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        return self.command()
-
-
 @dataclass(frozen=True)
-class Load(_Shown):
+class Load:
     """modprobe a module with parameters."""
 
     module: str
@@ -59,7 +49,7 @@ class Load(_Shown):
 
 
 @dataclass(frozen=True)
-class Write(_Shown):
+class Write:
     """Write ``value`` (and a newline, as echo does) to ``/sys/<path>``."""
 
     path: str
@@ -70,7 +60,7 @@ class Write(_Shown):
 
 
 @dataclass(frozen=True)
-class Remove(_Shown):
+class Remove:
     """rmmod a module."""
 
     module: str
@@ -86,11 +76,13 @@ class Settle:
     def command(self) -> str:
         return SETTLE
 
-    def __str__(self) -> str:  # the loop is long; its name says what it does
-        return "settle"
-
 
 Step = Load | Write | Remove | Settle
+
+
+def label(step: Step) -> str:
+    """A step as a report names it: its command, but "settle" for that long loop."""
+    return "settle" if isinstance(step, Settle) else step.command()
 
 
 def refcounts(modules: list[str]) -> str:
