@@ -53,7 +53,7 @@ shadow_sys_kernel() {
 shadow_proc() {
 	local stage=$1 stub
 	mount --rbind /proc "$stage/real-proc"
-	grep '^proc/' "$stage/ns/stubs" >"$stage/proc-stubs"
+	grep '^proc/' "$stage/ns/stubs" >"$stage/proc-stubs" || true
 	mount --bind "$stage/ns/proc" /proc
 	while IFS= read -r stub; do
 		mount --rbind "$stage/real-proc/${stub#proc/}" "/$stub"
