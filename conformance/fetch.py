@@ -14,23 +14,12 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
+from kselftest.sources import SELFTEST_FILES
+
 from .kernels import Kernel, Package, apt
 
 # Written once a directory is fully unpacked: a directory without it is redone.
 UNPACKED: Final = ".unpacked"
-
-# Of linux-source's tree: everything `make -C tools/testing/selftests
-# TARGETS=livepatch install` reads, and the test modules (``Kernel.test_modules``).
-SELFTEST_MEMBERS: Final = (
-    "scripts/subarch.include",
-    "tools/testing/selftests/Makefile",
-    "tools/testing/selftests/lib.mk",
-    "tools/testing/selftests/run_kselftest.sh",
-    "tools/testing/selftests/kselftest",
-    "tools/testing/selftests/kselftest.h",
-    "tools/testing/selftests/kselftest_harness.h",
-    "tools/testing/selftests/livepatch",
-)
 
 
 class FetchError(Exception):
@@ -94,7 +83,7 @@ def unpack_source(kernel: Kernel, debs: Path, into: Path) -> Path:
     into.mkdir(parents=True)
     deb = download(kernel.source, debs)
     tarball = f"./usr/src/{kernel.source.name}.tar.xz"
-    wanted = (*SELFTEST_MEMBERS, kernel.test_modules)
+    wanted = (*SELFTEST_FILES, kernel.test_modules)
     # tar fails on a member already taken out with its parent directory.
     members = [
         f"{kernel.source.name}/{member}"

@@ -94,18 +94,19 @@ def conform(kernel: Kernel, cache: Path, source_debs: Path) -> Verdict:
         started = time.monotonic()
         on_kernel = [compare.observe(vm, scenario) for scenario in SCENARIOS]
         kernel_seconds = time.monotonic() - started
-    print(f"   selftests: {run.summary.line()} in {run.seconds:.1f} s")
+    print(f"   selftests: {run.summary.describe()} in {run.seconds:.1f} s")
     for result in run.summary.results:
-        mark = "skip" if result.skipped else "ok" if result.passed else "FAIL"
-        print(f"     {mark:4} {result.name}")
-    # A runner that failed without a "not ok" line (or ran nothing) counts as one failure.
-    failed = len(run.summary.failed) or int(run.status != 0 or not run.summary.results)
+        mark = "ok" if result.passed else "skip" if result.ok else "FAIL"
+        print(f"     {mark:4} {result.script}")
+    failures = sum(not r.passed for r in run.summary.results)
+    # A runner that failed without a "not ok" line, or left scripts unrun, is one failure.
+    failed = failures or int(run.status != 0 or not run.summary.passed)
     if failed:
         print(f"   the selftests' whole output is in {transcript}")
     with LpfsNs(kernel.release, work / "lpfs.log") as lpfs:
         on_lpfs = [compare.observe(lpfs, scenario) for scenario in SCENARIOS]
     disagreements = report_scenarios(on_kernel, on_lpfs, kernel_seconds)
-    return Verdict(run.summary.passed, failed, disagreements)
+    return Verdict(sum(r.passed for r in run.summary.results), failed, disagreements)
 
 
 def report_scenarios(

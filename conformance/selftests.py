@@ -4,7 +4,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from . import tap
+from kselftest.tap import Summary
+
 from .initramfs import KSELFTEST_DIR
 from .vm import Vm
 
@@ -15,7 +16,7 @@ TIMEOUT: Final = 1200.0
 
 @dataclass(frozen=True)
 class SelftestRun:
-    summary: tap.Summary
+    summary: Summary
     output: str
     status: int
     seconds: float
@@ -26,5 +27,5 @@ def run(vm: Vm) -> SelftestRun:
     started = time.monotonic()
     result = vm.run(f"cd /{KSELFTEST_DIR} && ./run_kselftest.sh", TIMEOUT)
     return SelftestRun(
-        tap.parse(result.output), result.output, result.status, time.monotonic() - started
+        Summary.of(result.output), result.output, result.status, time.monotonic() - started
     )

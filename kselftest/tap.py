@@ -56,6 +56,14 @@ class Summary:
             and all(r.passed for r in self.results)
         )
 
+    @classmethod
+    def of(cls, output: str) -> "Summary":
+        """The summary of a whole run's output, read after the fact."""
+        summary = cls()
+        for line in output.splitlines():
+            summary.feed(line)
+        return summary
+
     def describe(self) -> str:
         """``6 ok`` or ``5 ok, 1 failed (test-syscall.sh), 1 not run``."""
         if not self.planned:

@@ -103,7 +103,9 @@ def run(
             try:
                 line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                timeouts = _script_timeouts(proc.pid, script) if script and not stopped else []
+                timeouts: list[int] = []
+                if script and not stopped:
+                    timeouts = _script_timeouts(proc.pid, script)
                 if not timeouts:
                     show(f"# lpfs kselftest: no progress for {bound:g} s, stopping the run")
                     break
