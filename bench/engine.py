@@ -20,8 +20,8 @@ from targets import target
 
 from lpfs.clock import FakeClock
 from lpfs.core import Core
+from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef
 from lpfs.klog import KernelLog
-from lpfs.modfile import FuncDef, ModuleDef, ObjectDef
 from lpfs.profiles import Profile
 from lpfs.tasks import HostTasks, SchedState, SimulatedTasks, Task
 

@@ -18,10 +18,10 @@ from .clock import Clock, SystemClock
 from .errors import KernelError
 from .ftrace import LIVEPATCH, Ftrace
 from .kallsyms import Kallsyms
+from .kernel.structs import MODULE_NAME_LEN, Callbacks, StateDef
 from .klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
 from .kprobes import KPROBE_OPS_SYMBOLS, Kprobes
 from .loader import MODULE_STATE_TEXT, VMLINUX, Module, ModuleLoader
-from .modfile import MODULE_NAME_LEN, Callbacks, StateDef
 from .procfs import SHOW_CALLER, VMLINUX_SHOW
 from .profiles import Profile
 from .tasks import PatchState, SimulatedTasks

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 from . import params
 from .errors import KernelError
+from .kernel.structs import AttrDef, KobjectDef, ParamText, PendingCallers
 from .klog import KERN_ERR, KERN_WARNING
-from .modfile import AttrDef, KobjectDef, ParamText, PendingCallers
 from .tasks import SchedState
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Final
 
 from . import kobjects, legacy, params
 from .errors import KernelError
+from .kernel.structs import ModuleDef, PendingCallers, TaskDef
 from .klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
 from .kprobes import Kprobe, Kprobes
-from .modfile import ModuleDef, PendingCallers, TaskDef
 from .params import ParamValue
 from .profiles import Profile
 from .tasks import SchedState, SimulatedTasks, Task

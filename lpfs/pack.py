@@ -10,6 +10,7 @@ from typing import Final
 
 from . import elf, modfile
 from .errors import ModfileError
+from .kernel.structs import MODULE_NAME_LEN, ModuleDef
 from .profiles import Profile
 
 # struct module on x86-64 starts with enum module_state (4 bytes, padded to 8)
@@ -17,7 +18,7 @@ from .profiles import Profile
 THIS_MODULE_NAME_OFFSET: Final = 24
 
 
-def modinfo(definition: modfile.ModuleDef) -> bytes:
+def modinfo(definition: ModuleDef) -> bytes:
     """The ``.modinfo`` strings modpost and the MODULE_*() macros would leave."""
     entries = ["livepatch=Y"] if definition.livepatch else []
     entries += [
@@ -32,7 +33,7 @@ def modinfo(definition: modfile.ModuleDef) -> bytes:
 
 def this_module(name: str) -> bytes:
     """A zeroed struct module with only its name set: enough for ``readelf -p``."""
-    field = name.encode().ljust(modfile.MODULE_NAME_LEN, b"\0")
+    field = name.encode().ljust(MODULE_NAME_LEN, b"\0")
     return bytes(THIS_MODULE_NAME_OFFSET) + field
 
 

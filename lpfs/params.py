@@ -3,8 +3,8 @@
 import errno
 
 from .errors import KernelError
+from .kernel.structs import ParamDef
 from .kstrtox import kstrtobool, kstrtoint
-from .modfile import ParamDef
 from .profiles import Profile
 
 Scalar = int | bool | str

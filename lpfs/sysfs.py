@@ -34,9 +34,9 @@ from typing import Final
 from . import kobjects, params
 from .core import Core, KlpObject, Module, Patch
 from .errors import KernelError
+from .kernel.structs import AttrDef, ParamText
 from .kobjects import LIVEPATCH_KOBJECT
 from .kstrtox import kstrtobool
-from .modfile import AttrDef, ParamText
 from .profiles import Version
 
 PAGE_SIZE: Final = 4096

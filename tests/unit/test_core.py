@@ -12,8 +12,9 @@ import pytest
 from lpfs.clock import FakeClock
 from lpfs.core import Core, Patch
 from lpfs.errors import KernelError
+from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef, StateDef
 from lpfs.klog import KernelLog
-from lpfs.modfile import FuncDef, ModuleDef, ObjectDef, StateDef, parse
+from lpfs.modfile import parse
 from lpfs.profiles import Profile
 from lpfs.tasks import SchedState, SimulatedTasks, Task
 

@@ -37,8 +37,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from lpfs.clock import FakeClock
 from lpfs.core import Core, Patch
 from lpfs.errors import KernelError
+from lpfs.kernel.structs import ModuleDef
 from lpfs.klog import KernelLog
-from lpfs.modfile import ModuleDef, parse
+from lpfs.modfile import parse
 from lpfs.profiles import Profile
 from lpfs.tasks import SchedState, SimulatedTasks, Task
 

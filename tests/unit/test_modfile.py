@@ -3,7 +3,7 @@
 import pytest
 
 from lpfs.errors import ModfileError
-from lpfs.modfile import (
+from lpfs.kernel.structs import (
     AttrDef,
     FuncDef,
     KobjectDef,
@@ -15,9 +15,8 @@ from lpfs.modfile import (
     PendingCallers,
     ProcDef,
     StateDef,
-    load,
-    parse,
 )
+from lpfs.modfile import load, parse
 
 ONE_FUNC = """
 name = "demo"

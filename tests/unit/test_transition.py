@@ -4,8 +4,8 @@ import pytest
 
 from lpfs.clock import FakeClock
 from lpfs.core import Core
+from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef
 from lpfs.klog import KernelLog
-from lpfs.modfile import FuncDef, ModuleDef, ObjectDef
 from lpfs.profiles import Profile
 from lpfs.tasks import PatchState, SchedState, SimulatedTasks, Task
 from lpfs.transition import Blocker, TransitionStatus

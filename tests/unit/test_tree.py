@@ -15,8 +15,8 @@ import pytest
 from lpfs.clock import FakeClock
 from lpfs.core import Core
 from lpfs.errors import KernelError
+from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef
 from lpfs.klog import KernelLog
-from lpfs.modfile import FuncDef, ModuleDef, ObjectDef
 from lpfs.profiles import Profile
 from lpfs.sysfs import PAGE_SIZE, Tree
 from lpfs.tasks import SimulatedTasks

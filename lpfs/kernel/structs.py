@@ -1,0 +1,206 @@
+"""The definitions of modules, as the kernel sees them: what a module file declares.
+
+The structs of struct klp_patch, klp_object, klp_func and klp_state as a
+module defines them before klp_enable_patch(), and the module's other parts
+(parameters, kobjects, work items, kprobes, /proc files). ``formats`` reads
+files into these; the kernel model never reads a file.
+"""
+
+from dataclasses import dataclass
+from typing import Final
+
+MODULE_NAME_LEN: Final = 56  # including the terminating NUL, as in the kernel
+
+
+# Failures a func can inject, and the errno each reports (None: the kernel's own).
+FAULTS: Final[dict[str, int | None]] = {
+    "symbol_not_found": None,
+    "symbol_ambiguous": None,
+    "bad_sympos": None,
+    "kallsyms_size": None,
+    "kallsyms_size_replacement": None,
+    "ftrace_location": None,
+    "ftrace_filter": -22,
+    "ftrace_register": -16,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FuncDef:
+    """``[[object.func]]``: one function to redirect, and a failure to inject, if any."""
+
+    old_name: str
+    new_name: str
+    old_sympos: int = 0
+    fault: str | None = None
+    fault_errno: int = 0
+    output: str | None = None  # what the replacement prints where the kernel shows it
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A log line a callback or the module prints, possibly only with(out) a previous state.
+
+    ``text`` is a template: ``{module}``, ``{object}``, ``{callback}``,
+    ``{state}`` (the target module's state string) and ``{info}`` (the
+    kernel test modules' callback_info() text).
+    """
+
+    text: str
+    if_prev_state: int | None = None
+    unless_prev_state: int | None = None
+
+    def applies(self, prev_states: frozenset[int]) -> bool:
+        """klp_get_prev_state(): whether a patch being replaced has set up the state."""
+        if self.if_prev_state is not None and self.if_prev_state not in prev_states:
+            return False
+        return self.unless_prev_state is None or self.unless_prev_state not in prev_states
+
+
+CALLBACK_NAMES: Final = ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Callbacks:
+    """``[object.callbacks]``: which callbacks exist, what each prints, what pre_patch returns."""
+
+    pre_patch: tuple[Line, ...] | None = None
+    post_patch: tuple[Line, ...] | None = None
+    pre_unpatch: tuple[Line, ...] | None = None
+    post_unpatch: tuple[Line, ...] | None = None
+    pre_patch_ret: int | str = 0  # a constant, or the name of an int parameter
+
+    def lines(self, callback: str) -> tuple[Line, ...] | None:
+        return getattr(self, callback)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDef:
+    """``[[object]]``: vmlinux or a module, its functions and callbacks."""
+
+    name: str
+    funcs: tuple[FuncDef, ...] = ()
+    callbacks: Callbacks | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateDef:
+    """``[[state]]``: a system state the patch sets up (struct klp_state)."""
+
+    id: int
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ParamDef:
+    """``[[param]]``: a module parameter (module_param(), or module_param_array())."""
+
+    name: str
+    type: str  # int, bool or charp; of each element for an array
+    mode: int = 0o644
+    default: int | bool | str | tuple[int | bool | str, ...] = 0
+    array: int = 0  # module_param_array()'s element count; 0 for a single value
+
+
+@dataclass(frozen=True, slots=True)
+class ParamText:
+    """An attribute that shows a module parameter's value, as parameters/<name> does."""
+
+    param: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCallers:
+    """An attribute that counts the pids of an int array parameter that have not yet
+    called the module's replacement of ``function`` (test_klp_syscall's npids)."""
+
+    param: str
+    function: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttrDef:
+    """``[[kobject.attr]]``: a file sysfs_create_file() adds, and what its show prints."""
+
+    name: str
+    mode: int
+    value: str | ParamText | PendingCallers
+
+
+@dataclass(frozen=True, slots=True)
+class KobjectDef:
+    """``[[kobject]]``: kobject_create_and_add(name, kernel_kobj), /sys/kernel/<name>."""
+
+    name: str
+    attrs: tuple[AttrDef, ...]
+
+    def attr(self, name: str) -> AttrDef | None:
+        return next((a for a in self.attrs if a.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """``[[task]]``: a kernel work item the module starts at init, like test_klp_callbacks_busy's.
+
+    It prints ``start`` and then sleeps in ``stack`` while the bool parameter
+    ``while_param`` is set; clearing it, or unloading the module, ends it
+    (printing ``finish``) before the module's exit lines.
+    """
+
+    comm: str
+    stack: tuple[str, ...]
+    state: str = "sleeping"
+    kthread: bool = True
+    start: tuple[str, ...] = ()
+    finish: tuple[str, ...] = ()
+    while_param: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KprobeDef:
+    """``[[kprobe]]``: register_kprobe() on a function's entry in the module's init."""
+
+    symbol: str
+    post_handler: bool | str = False  # a constant, or the name of a bool parameter
+
+
+@dataclass(frozen=True, slots=True)
+class ProcDef:
+    """``[[proc]]``: proc_create_single(name, 0, NULL, show) in the module's init, /proc/<name>.
+
+    A read runs the module's function ``show``, which prints ``output``
+    unless a livepatch redirects it.
+    """
+
+    name: str
+    show: str
+    output: str
+    mode: int = 0o444
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleDef:
+    """A module as its file defines it."""
+
+    name: str
+    livepatch: bool = True
+    replace: bool = False
+    objects: tuple[ObjectDef, ...] = ()
+    states: tuple[StateDef, ...] = ()
+    source: str = ""
+    replace_param: str | None = None  # replace comes from this parameter at load time
+    params: tuple[ParamDef, ...] = ()
+    init: tuple[str, ...] = ()
+    exit: tuple[str, ...] = ()
+    tasks: tuple[TaskDef, ...] = ()
+    kobjects: tuple[KobjectDef, ...] = ()
+    kprobes: tuple[KprobeDef, ...] = ()
+    procs: tuple[ProcDef, ...] = ()
+
+    @property
+    def calls_klp_enable_patch(self) -> bool:
+        """A livepatch module, or any module that declares objects to patch."""
+        return self.livepatch or bool(self.objects)
+
+    def param(self, name: str) -> ParamDef | None:
+        return next((p for p in self.params if p.name == name), None)
