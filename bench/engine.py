@@ -1,4 +1,4 @@
-"""One transition try, driving lpfs.core.Core in this process, beside a bare Python loop.
+"""One transition try, driving lpfs.kernel.core.Core in this process, beside a bare Python loop.
 
 Simulated tasks sleep with a stack of ``stack_depth`` frames; a fraction of
 them sleep in one of the patch's ``patch_funcs`` functions, so the
@@ -18,12 +18,12 @@ from config import Config
 from stats import ratio, spread
 from targets import target
 
-from lpfs.clock import FakeClock
-from lpfs.core import Core
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.core import Core
+from lpfs.kernel.klog import KernelLog
+from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef
-from lpfs.klog import KernelLog
-from lpfs.profiles import Profile
-from lpfs.tasks import HostTasks, SchedState, SimulatedTasks, Task
+from lpfs.kernel.tasks import HostTasks, SchedState, SimulatedTasks, Task
 
 VOCABULARY: Final = tuple(f"kernel_fn_{i:04d}" for i in range(4096))
 SLEEPER_PID: Final = 1 << 30  # beyond any pid_max, so never a host thread's pid

@@ -18,7 +18,9 @@ from typing import Final
 
 import psutil
 
-from lpfs import control, fs
+from lpfs.control.client import Client
+from lpfs.control.protocol import socket_path
+from lpfs.daemon import livepatchfs
 
 LPFS: Final = (sys.executable, "-m", "lpfs")  # as tests/lpfs_fixtures.py runs it
 TIMEOUT: Final = 60.0
@@ -88,8 +90,8 @@ def rss_mb(pid: int) -> float:
 
 
 def baseline_options() -> str:
-    """lpfs's own mount options (lpfs.fs.mount_options()) as -o text, under another fsname."""
-    options = {**fs.mount_options(), "fsname": "lpfs-baseline", "subtype": "lpfs-baseline"}
+    """lpfs's own mount options (livepatchfs.mount_options()) as -o text, under another fsname."""
+    options = {**livepatchfs.mount_options(), "fsname": "lpfs-baseline", "subtype": "lpfs-baseline"}
     # fusepy's rule: True is a bare flag, False is left out, anything else key=value.
     words = [k if v is True else f"{k}={v}" for k, v in options.items() if v is not False]
     return ",".join(words)
@@ -172,7 +174,7 @@ class LpfsDaemon:
 
 
 def daemon_pid(mountpoint: Path) -> int:
-    reply = control.Client(control.socket_path(mountpoint), timeout=5).call("ping")
+    reply = Client(socket_path(mountpoint), timeout=5).call("ping")
     return int(reply["data"]["pid"])
 
 

@@ -32,7 +32,7 @@ import toolchain
 from procs import Reaper
 
 import lpfs
-from lpfs import fs
+from lpfs.daemon import livepatchfs
 
 SCHEMA_VERSION: Final = 1
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
@@ -48,13 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def fuse_binding() -> str:
     """The binding lpfs serves with: its own session, or a libfuse binding and its version."""
     try:
-        from lpfs import binding
+        from lpfs.fuse import binding
 
         name = str(binding.NAME)
     except ImportError:  # an lpfs that knows only fusepy
         name = "fuse"
-    if name == "lpfs.fuseproto":
-        return "lpfs.fuseproto (no libfuse)"
+    if name == "lpfs.fuse.session":
+        return "lpfs.fuse.session (no libfuse)"
     dist = {"fuse": "fusepy"}.get(name, name)
     try:
         return f"{dist} {metadata.version(dist)}"
@@ -122,7 +122,7 @@ def run(config: Any, out: Path) -> Path:
         "duration_s": (finished - started).total_seconds(),
         "host": host_info(),
         "config": config.as_json(),
-        "mount_options": fs.mount_options(),
+        "mount_options": livepatchfs.mount_options(),
         **sections,
         "cleanup": cleaned,
     }

@@ -1,3 +1,3 @@
-from .cli import main
+from lpfs.tools.cli import main
 
 main()

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from lpfs_fixtures import Mount, start_daemon, stop_daemon
 
-from lpfs import binding
+from lpfs.fuse import binding
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of lpfs's own FUSE session are deselected, not skipped, on a libfuse binding."""
-    if binding.NAME == "lpfs.fuseproto":
+    if binding.NAME == "lpfs.fuse.session":
         return
     own = [item for item in items if item.get_closest_marker("own_session")]
     if own:

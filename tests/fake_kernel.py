@@ -12,8 +12,8 @@ import struct
 import threading
 from typing import Any
 
-from lpfs.fuseproto import Session
-from lpfs.fusewire import DIRENT, IN_HEADER, INIT, INIT_IN, OUT_HEADER, ROOT_ID
+from lpfs.fuse.session import Session
+from lpfs.fuse.wire import DIRENT, IN_HEADER, INIT, INIT_IN, OUT_HEADER, ROOT_ID
 
 UID, GID, PID = 1000, 1000, 4242
 ALL_FLAGS = 0xFFFFFFFF

@@ -19,8 +19,8 @@ from typing import NoReturn
 
 import pytest
 
-from lpfs import mounts
-from lpfs.modpath import SHIPPED_MODULES
+from lpfs.formats.modpath import SHIPPED_MODULES
+from lpfs.fuse import mounttable
 
 MODULES = SHIPPED_MODULES
 # The Debian package of each program a test runs, for the message.
@@ -133,7 +133,7 @@ def start_daemon(path: Path, *options: str) -> None:
 def stop_daemon(path: Path) -> None:
     """Unmount, whatever state the daemon is in; never leave a mount behind."""
     result = lpfs_cli("umount", str(path), check=False)
-    if result.returncode != 0 and mounts.is_mounted(path):
+    if result.returncode != 0 and mounttable.is_mounted(path):
         subprocess.run(["fusermount", "-u", "-z", str(path)], check=False)
 
 

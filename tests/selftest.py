@@ -15,7 +15,8 @@ import time
 
 from lpfs_fixtures import MODULES, Mount, dedent
 
-from lpfs import control
+from lpfs.control.client import Client
+from lpfs.control.protocol import socket_path
 
 RETRY_INTERVAL = 0.01
 MAX_WAIT = 30.0
@@ -111,7 +112,7 @@ class Selftest:
 
     def control(self, cmd: str, **args: object) -> object:
         """A control request, as lpfs ns's files make them; AssertionError if refused."""
-        reply = control.Client(control.socket_path(self.mnt.path)).call(cmd, **args)
+        reply = Client(socket_path(self.mnt.path)).call(cmd, **args)
         assert reply["ok"], reply
         return reply["data"]
 

@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 from lpfs_fixtures import MODULES, Mount, start_daemon, stop_daemon
 
-from lpfs.control import Client, socket_path
+from lpfs.control.client import Client
+from lpfs.control.protocol import socket_path
 
 PAGE_SIZE = 4096
 MIB = 1 << 20

@@ -10,7 +10,7 @@ once per module; each test checks one property of it afterwards, mostly by
 replaying the kernel log (docs/kernel.md §4: one transition at a time; §2.1: forced
 patches keep their module reference; §8: the state table).
 
-The CLI runs inside each worker through its own entry point (`lpfs.cli.main`:
+The CLI runs inside each worker through its own entry point (`lpfs.tools.cli.main`:
 argparse, the control client, kmod's wording, exit codes), which sends the
 daemon exactly what the `lpfs` command sends without an interpreter start
 per call, so 16 000 operations fit in the time budget of a 2-core machine.
@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from lpfs_fixtures import Mount, start_daemon, stop_daemon
 
-from lpfs import cli
+from lpfs.tools import cli
 
 # `make stress` scales the run: LPFS_STRESS=10 is ten times the work and the
 # time, LPFS_STRESS=90 about an hour's soak.

@@ -25,7 +25,7 @@ from lpfs_fixtures import (
     stop_daemon,
 )
 
-from lpfs import mounts
+from lpfs.fuse import mounttable
 
 OTHER_USER = "lpfs-test"
 
@@ -66,7 +66,7 @@ def foreground(tmp_path: Path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if mounts.is_mounted(mnt):
+        if mounttable.is_mounted(mnt):
             subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
 
 
@@ -79,7 +79,7 @@ class TestSignals:
         sock = Path(json.loads(lpfs_cli("status", "--json", "--mount", str(mnt)).stdout)["socket"])
         proc.send_signal(signum)
         assert 0 == proc.wait(timeout=10)
-        assert (False, False) == (mounts.is_mounted(mnt), sock.exists())
+        assert (False, False) == (mounttable.is_mounted(mnt), sock.exists())
         assert "livepatch: 'livepatch_demo': patching complete" in klog.read_text()
 
     def test_kernel_log_file_is_not_world_writable(self, foreground, tmp_path) -> None:
@@ -96,7 +96,7 @@ class TestKill:
         os.kill(mnt.status()["pid"], signal.SIGKILL)
         wait_for(lambda: _stale(mnt.path), "a stale mount")
         lpfs_cli("umount", str(mnt.path))
-        assert not mounts.is_mounted(mnt.path)
+        assert not mounttable.is_mounted(mnt.path)
 
     def test_mount_recovers_a_stale_mountpoint(self, make_mount) -> None:
         """lpfs mount on a stale mountpoint clears it and serves again."""
@@ -126,7 +126,7 @@ class TestBusy:
             assert 1 == result.returncode
             assert "--lazy" in result.stderr
             lpfs_cli("umount", "--lazy", str(mnt.path))
-            assert not mounts.is_mounted(mnt.path)
+            assert not mounttable.is_mounted(mnt.path)
         finally:
             holder.kill()
             holder.wait()

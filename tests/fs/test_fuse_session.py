@@ -20,9 +20,9 @@ import psutil
 import pytest
 from lpfs_fixtures import Mount, lpfs_cli, missing, require_fuse, start_daemon
 
-from lpfs import mounts
-from lpfs.fuseproto import FuseOSError, Session
-from lpfs.fusewire import ROOT_ID
+from lpfs.fuse import mounttable
+from lpfs.fuse.session import FuseOSError, Session
+from lpfs.fuse.wire import ROOT_ID
 
 
 @pytest.fixture(autouse=True)
@@ -75,9 +75,9 @@ class Served:
         except BaseException as exc:
             self.failure = exc
 
-    def mount(self) -> mounts.MountEntry:
+    def mount(self) -> mounttable.MountEntry:
         """This session's mount, once mounted."""
-        entry = mounts.top_mount(str(self.path))
+        entry = mounttable.top_mount(str(self.path))
         assert entry is not None and entry.fstype == "fuse"
         return entry
 
@@ -91,15 +91,15 @@ def connections() -> Iterator[Path]:
     """/sys/fs/fuse/connections, where a connection is aborted: mounted for the test if it
     was not."""
     path = Path("/sys/fs/fuse/connections")
-    if mounts.top_mount(str(path)) is not None:
+    if mounttable.top_mount(str(path)) is not None:
         yield path
         return
     subprocess.run(["mount", "-t", "fusectl", "fusectl", str(path)], check=True)
-    ours = mounts.top_mount(str(path))
+    ours = mounttable.top_mount(str(path))
     try:
         yield path
     finally:
-        if ours is not None and ours == mounts.top_mount(str(path)):
+        if ours is not None and ours == mounttable.top_mount(str(path)):
             subprocess.run(["umount", str(path)], check=True)
 
 
@@ -111,13 +111,13 @@ def served(tmp_path: Path, connections: Path) -> Iterator[Served]:
     served = Served(mnt)
     served.thread.start()
     try:
-        wait_for(lambda: mounts.is_mounted(mnt), "the mount")
+        wait_for(lambda: mounttable.is_mounted(mnt), "the mount")
         os.listdir(mnt)  # INIT is answered
         yield served
     finally:
         served.ops.release.set()
         if served.thread.is_alive():
-            abort(mounts.top_mount(str(mnt)))
+            abort(mounttable.top_mount(str(mnt)))
         served.thread.join(10)
         detach_all(mnt)
     assert not served.thread.is_alive()
@@ -131,7 +131,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> N
         time.sleep(0.01)
 
 
-def abort(entry: mounts.MountEntry | None) -> None:
+def abort(entry: mounttable.MountEntry | None) -> None:
     """End a FUSE connection: every request waiting on it fails at once."""
     if entry is not None and entry.fstype.startswith("fuse"):
         with contextlib.suppress(OSError):
@@ -140,7 +140,7 @@ def abort(entry: mounts.MountEntry | None) -> None:
 
 def detach_all(path: Path) -> None:
     """Unmount everything at ``path``, top first."""
-    while mounts.top_mount(os.path.realpath(path)) is not None:
+    while mounttable.top_mount(os.path.realpath(path)) is not None:
         subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
 
 
@@ -190,7 +190,7 @@ def test_an_abort_ends_the_session_cleanly_and_leaves_the_mount(served: Served) 
     abort(ours)
     assert served.ended(5)
     assert (None, True) == (served.failure, served.session.connection_ended)
-    assert ours == mounts.top_mount(str(served.path))  # left in place, as libfuse leaves it
+    assert ours == mounttable.top_mount(str(served.path))  # left in place, as libfuse leaves it
     with pytest.raises(OSError) as stale:
         os.stat(served.path)
     assert errno.ENOTCONN == stale.value.errno
@@ -205,7 +205,7 @@ def test_a_caller_killed_while_its_request_is_held_exits_once_answered(served: S
         # request_wait_answer(): a request the daemon has read is waited for, even now.
         assert ("D", [(caller.pid, True)]) == (
             state(caller.pid),
-            [(u.pid, u.waiting) for u in mounts.mount_users(served.mount().mount_id)],
+            [(u.pid, u.waiting) for u in mounttable.mount_users(served.mount().mount_id)],
         )
         answered = time.monotonic()
         served.ops.release.set()
@@ -223,7 +223,7 @@ def test_a_lazily_detached_session_ends_once_its_held_request_is_answered(
     caller = subprocess.Popen(["cat", str(served.path / "held")], stdout=subprocess.PIPE)
     try:
         assert served.ops.entered.wait(5)
-        assert 0 == mounts.unmount(served.path, lazy=True).returncode
+        assert 0 == mounttable.unmount(served.path, lazy=True).returncode
         assert not served.ended(0.2)  # it still owes the caller its answer
         served.ops.release.set()
         assert b"answer\n" == caller.communicate(timeout=5)[0]
@@ -260,7 +260,7 @@ def test_a_filesystem_below_survives_lpfs_umount(tmp_path: Path) -> None:
     with tmpfs(path) as marker:
         start_daemon(path)
         lpfs_cli("umount", str(path))
-        top = mounts.top_mount(str(path))
+        top = mounttable.top_mount(str(path))
         assert ("tmpfs", "tmpfs\n") == (top and top.fstype, marker.read_text())
 
 
@@ -280,7 +280,7 @@ def test_a_mount_above_survives_the_daemons_exit(tmp_path: Path, how: str) -> No
             (path / "marker").write_text("above\n")
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: _exited(pid), "the daemon's exit")
-        top = mounts.top_mount(str(path))
+        top = mounttable.top_mount(str(path))
         assert top is not None and not top.fstype.startswith("fuse")
         assert "above\n" == (path / "marker").read_text()
     finally:
@@ -304,7 +304,7 @@ def test_enotsupp_from_a_callback_fails_the_write_at_once(make_mount, connection
     try:
         _, stderr = writer.communicate(timeout=5)
     except subprocess.TimeoutExpired:
-        abort(mounts.top_mount(str(mnt.path)))  # frees the writer from its wait
+        abort(mounttable.top_mount(str(mnt.path)))  # frees the writer from its wait
         writer.kill()
         writer.communicate(timeout=10)
         pytest.fail("the write waits for an answer the kernel dropped")

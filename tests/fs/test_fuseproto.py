@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from lpfs_fixtures import require_fuse
 
-from lpfs import fuseproto, mounts
-from lpfs.fuseproto import FuseOSError
+from lpfs.fuse import mounttable, session
+from lpfs.fuse.session import FuseOSError
 
 
 class Files:
@@ -87,7 +87,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Files, Path]]:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     thread = threading.Thread(
-        target=fuseproto.FUSE,
+        target=session.FUSE,
         args=(files, str(mnt)),
         kwargs={"direct_io": True, "entry_timeout": 0, "attr_timeout": 0},
         daemon=True,
@@ -95,13 +95,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Files, Path]]:
     thread.start()
     try:
         for _ in range(500):
-            if mounts.is_mounted(mnt):
+            if mounttable.is_mounted(mnt):
                 break
             thread.join(0.01)
-        assert mounts.is_mounted(mnt)
+        assert mounttable.is_mounted(mnt)
         yield files, mnt
     finally:
-        mounts.unmount(mnt, lazy=True)
+        mounttable.unmount(mnt, lazy=True)
         thread.join(10)
     assert not thread.is_alive()
 

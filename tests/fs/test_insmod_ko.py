@@ -4,7 +4,7 @@ from pathlib import Path
 
 from lpfs_fixtures import MODULES, Mount
 
-from lpfs import elf, pack
+from lpfs.formats import elf, pack
 
 
 def test_packed_module_loads_its_patch(mnt: Mount, tmp_path: Path) -> None:

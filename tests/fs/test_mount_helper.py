@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lpfs_fixtures import MODULES, Mount, missing, require_fuse, require_tools, stop_daemon
 
-from lpfs import mounts
+from lpfs.fuse import mounttable
 
 ROOT = Path(__file__).parents[2]
 HELPER = ROOT / "lpfs" / "system" / "mount.lpfs"
@@ -58,13 +58,13 @@ def test_unknown_option_mounts_nothing(mountpoint: Path) -> None:
     """An option lpfs does not know is a usage error (1), reported with the helper's name."""
     result = helper("none", str(mountpoint), "-o", "rw,bogus")
     expected = (1, "mount.lpfs: unknown option 'bogus'\n", False)
-    assert expected == (result.returncode, result.stderr, mounts.is_mounted(mountpoint))
+    assert expected == (result.returncode, result.stderr, mounttable.is_mounted(mountpoint))
 
 
 def test_fake_mount_does_nothing(mountpoint: Path) -> None:
     """mount -f: the options are checked, nothing is mounted."""
     result = helper("none", str(mountpoint), "-f", "-o", "kernel=5.4")
-    assert (0, False) == (result.returncode, mounts.is_mounted(mountpoint))
+    assert (0, False) == (result.returncode, mounttable.is_mounted(mountpoint))
 
 
 def test_missing_lpfs_is_a_mount_failure(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The pytest plugin (lpfs.pytest_plugin), run as a user's test session would run it."""
+"""The pytest plugin (lpfs.testing.plugin), run as a user's test session would run it."""
 
 from pathlib import Path
 

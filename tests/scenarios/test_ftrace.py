@@ -10,7 +10,8 @@ import os
 
 from selftest import Selftest
 
-from lpfs import control
+from lpfs.control.client import Client
+from lpfs.control.protocol import socket_path
 
 LP = "test_klp_livepatch"
 PATCHED = f"{LP}: this has been live patched"
@@ -18,7 +19,7 @@ PATCHED = f"{LP}: this has been live patched"
 
 def set_ftrace_enabled(klp: Selftest, value: int) -> str:
     """sysctl -q kernel.ftrace_enabled=VALUE: '' on success, else sysctl's error text."""
-    reply = control.Client(control.socket_path(klp.mnt.path)).call(
+    reply = Client(socket_path(klp.mnt.path)).call(
         "sysctl", name="kernel.ftrace_enabled", value=value
     )
     if reply["ok"]:

@@ -9,7 +9,8 @@ import errno
 
 from selftest import Selftest
 
-from lpfs import control
+from lpfs.control.client import Client
+from lpfs.control.protocol import socket_path
 
 LP = "test_klp_livepatch"
 KPROBE = "test_klp_kprobe"
@@ -92,7 +93,7 @@ def test_kprobes_disabled_leave_the_slot(klp: Selftest) -> None:
     klp.control("kprobes", enabled="0\n")
     klp.load_mod(KPROBE)
     klp.load_lp(LP)
-    refused = control.Client(control.socket_path(klp.mnt.path)).call("kprobes", enabled="1\n")
+    refused = Client(socket_path(klp.mnt.path)).call("kprobes", enabled="1\n")
     assert (False, errno.EBUSY) == (refused["ok"], refused["errno"])
     assert klp.mnt.dmesg()[-1] == (
         "kprobes: Kprobes globally enabled, but failed to enable 1 out of 1 probes. "

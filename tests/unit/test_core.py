@@ -1,4 +1,4 @@
-"""lpfs.core: the patch lifecycle of docs/kernel.md §2.1 and §3, row by row of §8's table.
+"""lpfs.kernel.core: the patch lifecycle of docs/kernel.md §2.1 and §3, row by row of §8's table.
 
 DISABLED and REPLACED are freed synchronously (docs/kernel.md §10), so their rows are
 checked as "gone by the time the call returns"; the kernel's brief window in
@@ -9,14 +9,14 @@ import errno
 
 import pytest
 
-from lpfs.clock import FakeClock
-from lpfs.core import Core, Patch
 from lpfs.errors import KernelError
+from lpfs.formats.modfile import parse
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.core import Core, Patch
+from lpfs.kernel.klog import KernelLog
+from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef, StateDef
-from lpfs.klog import KernelLog
-from lpfs.modfile import parse
-from lpfs.profiles import Profile
-from lpfs.tasks import SchedState, SimulatedTasks, Task
+from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
 
 CMDLINE = ("cmdline_proc_show", "livepatch_cmdline_proc_show")
 MEMINFO = ("meminfo_proc_show", "livepatch_meminfo_proc_show")

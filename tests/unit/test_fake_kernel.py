@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from fake_kernel import ALL_FLAGS, FakeKernel, dirent_names, init_out, name
 
-from lpfs import fs, fuseproto
+from lpfs.daemon import livepatchfs
 from lpfs.errors import KernelError, UnsupportedKernel
-from lpfs.fuseproto import FuseOSError
-from lpfs.fusewire import (
+from lpfs.fuse import session
+from lpfs.fuse.session import FuseOSError
+from lpfs.fuse.wire import (
     BATCH_FORGET,
     CREATE,
     DESTROY,
@@ -342,14 +343,14 @@ def test_every_error_reply_carries_an_errno_the_kernel_takes(
 ERRNOS = [1, 511, 512, 513, 514, 515, 516, 524, 1000]
 
 
-@pytest.mark.parametrize("failure", [KernelError, fs.FuseOSError])
+@pytest.mark.parametrize("failure", [KernelError, livepatchfs.FuseOSError])
 @pytest.mark.parametrize("code", ERRNOS)
 def test_the_adapters_answer_the_kernels_errno_as_the_session_does(
     failure: type[Exception], code: int
 ) -> None:
     """On every binding: a KernelError or FuseOSError is its errno, mapped into 1..511."""
 
-    @fs.errno_boundary
+    @livepatchfs.errno_boundary
     def getattr(self: object, path: str) -> None:
         raise failure(code)
 
@@ -367,7 +368,7 @@ def test_the_adapters_answer_eio_for_lpfs_own_failures(
 ) -> None:
     """An OSError of lpfs's own never passes for the kernel's answer: EIO, and a traceback."""
 
-    @fs.errno_boundary
+    @livepatchfs.errno_boundary
     def write(self: object, path: str) -> None:
         raise failure
 
@@ -420,7 +421,7 @@ def test_lookup_and_listings_decode_names_alike_in_any_locale(tmp_path: Path) ->
     script = """
 import sys, struct
 from fake_kernel import FakeKernel
-from lpfs.fusewire import LOOKUP, OPENDIR, READDIR
+from lpfs.fuse.wire import LOOKUP, OPENDIR, READDIR
 print(sys.getfilesystemencoding())
 if sys.getfilesystemencoding() != "ascii":
     sys.exit()
@@ -477,4 +478,4 @@ def test_the_session_ends_cleanly_when_its_connection_closes(tree: Tree) -> None
 )
 def test_fuse_refuses_options_it_does_not_implement(tmp_path: Path, option: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(option))):
-        fuseproto.FUSE(Tree(), str(tmp_path), **option)
+        session.FUSE(Tree(), str(tmp_path), **option)

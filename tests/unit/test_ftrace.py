@@ -1,16 +1,16 @@
-"""lpfs.ftrace and lpfs.kprobes: the IPMODIFY slot, the sysctl, the tracer's files, the
+"""lpfs.kernel.ftrace and lpfs.kernel.kprobes: the IPMODIFY slot, the sysctl, the tracer's files, the
 kprobes switch (docs/kernel.md §11)."""
 
 import errno
 
 import pytest
 
-from lpfs.clock import FakeClock
 from lpfs.errors import KernelError
-from lpfs.ftrace import ALL_FUNCTIONS, LIVEPATCH, Ftrace
-from lpfs.klog import KernelLog
-from lpfs.kprobes import IPMODIFY_OWNER, Kprobe, Kprobes
-from lpfs.profiles import Profile
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.ftrace import ALL_FUNCTIONS, LIVEPATCH, Ftrace
+from lpfs.kernel.klog import KernelLog
+from lpfs.kernel.kprobes import IPMODIFY_OWNER, Kprobe, Kprobes
+from lpfs.kernel.profiles import Profile
 
 KNOWN = {"cmdline_proc_show", "meminfo_proc_show", "livepatch_cmdline_proc_show"}
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from lpfs.tasks import HostTasks, SchedState, parse_stack, parse_stat, read_thread
+from lpfs.kernel.tasks import HostTasks, SchedState, parse_stack, parse_stat, read_thread
 
 
 class TestParse:

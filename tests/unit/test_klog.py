@@ -1,11 +1,11 @@
-"""lpfs.klog: the kernel log ring behind ``lpfs dmesg``."""
+"""lpfs.kernel.klog: the kernel log ring behind ``lpfs dmesg``."""
 
 import json
 
 import pytest
 
-from lpfs.clock import FakeClock
-from lpfs.klog import KERN_DEBUG, KERN_NOTICE, KernelLog, Record
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.klog import KERN_DEBUG, KERN_NOTICE, KernelLog, Record
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
-"""lpfs.sysfs.kstrtobool: the spellings of docs/kernel.md §1.4, per kernel version."""
+"""lpfs.kernel.kstrtox.kstrtobool: the spellings of docs/kernel.md §1.4, per kernel version."""
 
 import errno
 
 import pytest
 
 from lpfs.errors import KernelError
-from lpfs.profiles import Profile
-from lpfs.sysfs import kstrtobool
+from lpfs.kernel.profiles import Profile
+from lpfs.sysfs.tree import kstrtobool
 
 NEWEST = Profile()
 V5_19 = Profile((5, 19))

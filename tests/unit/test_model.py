@@ -1,4 +1,4 @@
-"""lpfs.core against a reference model of docs/kernel.md §8, driven by a hypothesis state machine.
+"""lpfs.kernel.core against a reference model of docs/kernel.md §8, driven by a hypothesis state machine.
 
 The machine loads livepatches (plain, atomic-replace, with klp states, with
 callbacks), writes `enabled` and `force`, adds tasks that sleep, run or wait
@@ -34,14 +34,14 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from lpfs.clock import FakeClock
-from lpfs.core import Core, Patch
 from lpfs.errors import KernelError
+from lpfs.formats.modfile import parse
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.core import Core, Patch
+from lpfs.kernel.klog import KernelLog
+from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import ModuleDef
-from lpfs.klog import KernelLog
-from lpfs.modfile import parse
-from lpfs.profiles import Profile
-from lpfs.tasks import SchedState, SimulatedTasks, Task
+from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
 
 IDLE, UNPATCHED, PATCHED = -1, 0, 1
 SIGNALS_TIMEOUT = 15

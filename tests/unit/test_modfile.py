@@ -1,8 +1,9 @@
-"""lpfs.modfile: module files, their defaults and their error messages."""
+"""lpfs.formats.modfile: module files, their defaults and their error messages."""
 
 import pytest
 
 from lpfs.errors import ModfileError
+from lpfs.formats.modfile import load, parse
 from lpfs.kernel.structs import (
     AttrDef,
     FuncDef,
@@ -16,7 +17,6 @@ from lpfs.kernel.structs import (
     ProcDef,
     StateDef,
 )
-from lpfs.modfile import load, parse
 
 ONE_FUNC = """
 name = "demo"

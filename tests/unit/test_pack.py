@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from lpfs_fixtures import MODULES, PACKAGES, lpfs_cli, missing
 
-from lpfs import elf, pack
 from lpfs.errors import ModfileError
-from lpfs.modfile import module_text
-from lpfs.profiles import Profile
+from lpfs.formats import elf, pack
+from lpfs.formats.modfile import module_text
+from lpfs.kernel.profiles import Profile
 
 LIVEPATCH = MODULES / "test_klp_livepatch.toml"
 UNNAMED = """\

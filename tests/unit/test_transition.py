@@ -1,14 +1,14 @@
-"""lpfs.transition: the per-task model of docs/kernel.md §4, stepped with ``Core.tick``."""
+"""lpfs.kernel.transition: the per-task model of docs/kernel.md §4, stepped with ``Core.tick``."""
 
 import pytest
 
-from lpfs.clock import FakeClock
-from lpfs.core import Core
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.core import Core
+from lpfs.kernel.klog import KernelLog
+from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef
-from lpfs.klog import KernelLog
-from lpfs.profiles import Profile
-from lpfs.tasks import PatchState, SchedState, SimulatedTasks, Task
-from lpfs.transition import Blocker, TransitionStatus
+from lpfs.kernel.tasks import PatchState, SchedState, SimulatedTasks, Task
+from lpfs.kernel.transition import Blocker, TransitionStatus
 
 OLD = "cmdline_proc_show"
 NEW = "livepatch_cmdline_proc_show"

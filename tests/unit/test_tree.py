@@ -1,4 +1,4 @@
-"""lpfs.sysfs.Tree in process, on a clock the test owns: the kernfs rules without a mount.
+"""lpfs.sysfs.tree.Tree in process, on a clock the test owns: the kernfs rules without a mount.
 
 The real-mount tests in tests/fs check the same rules through the kernel's
 FUSE client; these pin down the Tree itself (docs/kernel.md §1.2, §1.3):
@@ -12,14 +12,14 @@ import stat
 
 import pytest
 
-from lpfs.clock import FakeClock
-from lpfs.core import Core
 from lpfs.errors import KernelError
+from lpfs.kernel.clock import FakeClock
+from lpfs.kernel.core import Core
+from lpfs.kernel.klog import KernelLog
+from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef
-from lpfs.klog import KernelLog
-from lpfs.profiles import Profile
-from lpfs.sysfs import PAGE_SIZE, Tree
-from lpfs.tasks import SimulatedTasks
+from lpfs.kernel.tasks import SimulatedTasks
+from lpfs.sysfs.tree import PAGE_SIZE, Tree
 
 LP = "lp_a"
 PATCH = f"/kernel/livepatch/{LP}"

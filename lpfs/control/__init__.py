@@ -1,0 +1,1 @@
+"""The control socket: the JSON-lines protocol and its client."""

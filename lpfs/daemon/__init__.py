@@ -1,0 +1,1 @@
+"""The daemon: the adapters that join the layers, the control server, and the process."""

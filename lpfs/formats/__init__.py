@@ -1,0 +1,1 @@
+"""Module files: .toml and packed .ko files read into ``lpfs.kernel.structs`` definitions."""

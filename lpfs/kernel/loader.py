@@ -1,0 +1,349 @@
+"""The module loader's side of livepatch: loading and unloading modules.
+
+insmod and rmmod as kernel/module/main.c runs them for livepatch's sake:
+the taint at load, parameters, the module's own init and exit lines and
+work items, and klp_module_coming()/klp_module_going(), which patch and
+unpatch a target module's objects. A mixin of ``Core``, whose lock it
+shares: methods ending in ``_locked`` expect it held.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from lpfs.errors import KernelError
+from lpfs.kernel import kobjects, legacy, params
+from lpfs.kernel.klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
+from lpfs.kernel.kprobes import Kprobe, Kprobes
+from lpfs.kernel.params import ParamValue
+from lpfs.kernel.profiles import Profile
+from lpfs.kernel.structs import ModuleDef, PendingCallers, TaskDef
+from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
+from lpfs.kernel.transition import Transition
+
+if TYPE_CHECKING:
+    from lpfs.kernel.core import KlpObject, Patch
+
+TAINT_LIVEPATCH: Final = 15
+VMLINUX: Final = "vmlinux"
+FIRST_WORKER_PID: Final = 10000  # pids of the work items modules start
+MODULE_STATE_TEXT: Final = {
+    "live": "[MODULE_STATE_LIVE] Normal state",
+    "coming": "[MODULE_STATE_COMING] Full formed, running module_init",
+    "going": "[MODULE_STATE_GOING] Going away",
+}
+
+
+@dataclass(eq=False)
+class Module:
+    """A loaded kernel module (struct module), livepatch or plain."""
+
+    definition: ModuleDef
+    created: float
+    refcnt: int = 0
+    state: str = "coming"  # initstate: coming, live, going
+    loaded: bool = True
+    patch: Patch | None = None
+    params: dict[str, ParamValue] = field(default_factory=dict)
+    tasks: dict[int, TaskDef] = field(default_factory=dict)  # running work, by pid
+    # The pids each counting attribute still waits for (test_klp_syscall's klp_pids).
+    pending_callers: dict[PendingCallers, list[int]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def taint(self) -> str:
+        return "K" if self.definition.livepatch else ""
+
+    @property
+    def size(self) -> int:
+        """Core size in bytes, as lsmod shows it: whole pages, growing with the funcs."""
+        funcs = sum(len(obj.funcs) for obj in self.definition.objects)
+        return 4096 * (3 + (funcs + 7) // 8)
+
+
+class ModuleLoader:
+    """insmod, rmmod and what livepatch does when modules come and go."""
+
+    # Shared with Core, which sets them up.
+    lock: threading.RLock
+    changed: threading.Condition
+    log: KernelLog
+    profile: Profile
+    tasks: SimulatedTasks
+    modules: dict[str, Module]
+    patches: list[Patch]
+    engine: Transition
+    tainted: int
+    kprobes: Kprobes
+
+    def insmod(self, definition: ModuleDef, args: tuple[str, ...] = ()) -> Module:
+        """Load a module and run its init; a livepatch module's init is klp_enable_patch().
+
+        ``args`` are ``name=value`` module parameters. Raises KernelError:
+        EEXIST if a module of that name is loaded, or the error of
+        klp_enable_patch(), in which case the module is not loaded.
+        """
+        with self.lock:
+            if definition.name in self.modules:
+                raise KernelError(errno.EEXIST)
+            module = Module(
+                definition,
+                created=time.time(),
+                params={p.name: p.default for p in definition.params},
+            )
+            if definition.livepatch:
+                self._taint_livepatch_locked(module)
+            self.modules[module.name] = module
+            try:
+                self._module_coming_locked(module)
+            except KernelError:
+                self._forget_module_locked(module)
+                self.changed.notify_all()
+                raise
+            try:
+                self._parse_args_locked(module, args)
+                self._module_init_locked(module)
+            except KernelError:
+                module.state = "going"
+                self._stop_module_tasks_locked(module)
+                self._module_going_locked(module)
+                self._forget_module_locked(module)
+                raise
+            finally:
+                self.changed.notify_all()
+            module.state = "live"
+            return module
+
+    def _module_init_locked(self, module: Module) -> None:
+        """The module's init function: its own lines, its kobjects, its kprobes, its work
+        items, klp_enable_patch()."""
+        definition = module.definition
+        for text in definition.init:
+            self._pr_module(module, text)
+        kobjects.create(self, module)
+        for kprobe in definition.kprobes:
+            post = kprobe.post_handler
+            has_post = bool(module.params[post]) if isinstance(post, str) else post
+            self.kprobes.register(Kprobe(module.name, kprobe.symbol, has_post))
+        for task_def in definition.tasks:
+            self._start_module_task_locked(module, task_def)
+        if definition.calls_klp_enable_patch:
+            self._klp_enable_patch_locked(module)
+
+    def rmmod(self, name: str) -> None:
+        """Unload a module.
+
+        Raises KernelError: ENOENT if it is not loaded, EWOULDBLOCK while a
+        reference is held (a livepatch whose patch exists, or was forced).
+        """
+        with self.lock:
+            module = self.modules.get(name)
+            if module is None:
+                raise KernelError(errno.ENOENT)
+            if module.refcnt > 0:
+                raise KernelError(errno.EWOULDBLOCK)
+            module.state = "going"
+            self._stop_module_tasks_locked(module)
+            for text in module.definition.exit:
+                self._pr_module(module, text)
+            if module.patch is not None:
+                legacy.unregister(self, module.patch)  # a 4.15-5.0 module's exit
+            self._module_going_locked(module)
+            self._forget_module_locked(module)
+            self.changed.notify_all()
+
+    def _taint_livepatch_locked(self, module: Module) -> None:
+        if not self.tainted & (1 << TAINT_LIVEPATCH):
+            self.log.printk(KERN_NOTICE, f"{module.name}: tainting kernel with TAINT_LIVEPATCH")
+        self.tainted |= 1 << TAINT_LIVEPATCH
+
+    def _parse_args_locked(self, module: Module, args: tuple[str, ...]) -> None:
+        """parse_args(): set declared parameters; others are ignored with a warning.
+
+        Raises KernelError (EINVAL, or ERANGE for an int out of range) for a
+        value the parameter's type rejects.
+        """
+        for arg in args:
+            name, sep, value = arg.partition("=")
+            param = module.definition.param(name.replace("-", "_"))
+            if param is None:
+                self.log.printk(KERN_WARNING, f"{module.name}: unknown parameter '{name}' ignored")
+                continue
+            try:
+                module.params[param.name] = params.parse(
+                    param, value if sep else None, self.profile
+                )
+            except KernelError:
+                self.log.printk(
+                    KERN_ERR, f"{module.name}: '{value}' invalid for parameter '{param.name}'"
+                )
+                raise KernelError(errno.EINVAL) from None
+
+    def set_param(self, module: Module, name: str, text: str) -> None:
+        """A write to /sys/module/<module>/parameters/<name>. Raises KernelError."""
+        param = module.definition.param(name)
+        assert param is not None
+        with self.lock:
+            if not module.loaded:
+                raise KernelError(errno.ENODEV)
+            module.params[name] = params.parse(param, text, self.profile)
+            for pid, task_def in list(module.tasks.items()):
+                if task_def.while_param == name and not module.params[name]:
+                    self._finish_module_task_locked(module, pid)
+            self.changed.notify_all()
+
+    # -- tasks ---------------------------------------------------------------
+
+    def spawn_task(self, task: Task, parent: Task | None = None) -> Task:
+        """A new task; during a transition one without a parent starts unswitched.
+
+        Raises KeyError if the pid is taken.
+        """
+        with self.lock:
+            self._adopt_task(task, parent)
+            self.tasks.add(task)
+            self.changed.notify_all()
+            return task
+
+    def _adopt_task(self, task: Task, parent: Task | None) -> None:
+        """A forked task copies its parent's patch state; an orphan starts unswitched."""
+        if parent is not None:
+            task.patch_state = parent.patch_state
+            task.pending = parent.pending
+        elif self.engine.patch is not None:
+            task.patch_state = self.engine.initial_state
+            task.pending = True
+
+    def _start_module_task_locked(self, module: Module, task_def: TaskDef) -> None:
+        for text in task_def.start:
+            self._pr_module(module, text)
+        if task_def.while_param is not None and not module.params[task_def.while_param]:
+            for text in task_def.finish:
+                self._pr_module(module, text)
+            return
+        pid = FIRST_WORKER_PID
+        while self.tasks.get(pid) is not None:
+            pid += 1
+        task = Task(
+            pid=pid,
+            comm=task_def.comm,
+            state=SchedState(task_def.state),
+            stack=task_def.stack,
+            kthread=task_def.kthread,
+        )
+        self.spawn_task(task)
+        module.tasks[pid] = task_def
+
+    def _finish_module_task_locked(self, module: Module, pid: int) -> None:
+        task_def = module.tasks.pop(pid)
+        if self.tasks.get(pid) is not None:
+            self.tasks.remove(pid)
+        for text in task_def.finish:
+            self._pr_module(module, text)
+
+    def _stop_module_tasks_locked(self, module: Module) -> None:
+        for pid in list(module.tasks):
+            self._finish_module_task_locked(module, pid)
+
+    def _pr_module(self, module: Module, text: str, **fields: str) -> None:
+        """pr_info() from a module: its name, then the text with its placeholders filled."""
+        values = dict.fromkeys(("object", "callback", "state", "info"), "")
+        values.update(fields, module=module.name)
+        self.log.printk(KERN_INFO, f"{module.name}: {text.format_map(values)}")
+
+    def _forget_module_locked(self, module: Module) -> None:
+        self.kprobes.unregister_module(module.name)
+        module.loaded = False
+        del self.modules[module.name]
+
+    def _module_coming_locked(self, module: Module) -> None:
+        """klp_module_coming(): patch the new module's object in every patch that has one.
+
+        Raises KernelError if a pre_patch callback fails; the patches applied
+        so far are reverted and the module is refused.
+        """
+        if module.name == VMLINUX and self.profile.refuses_vmlinux_module:
+            self._pr(KERN_ERR, "vmlinux.ko: invalid module name")
+            raise KernelError(errno.EINVAL)
+        for patch in self.patches:
+            obj = patch.find_object(module.name)
+            if obj is None:
+                continue
+            try:
+                self._init_object_loaded(obj)
+            except KernelError as exc:
+                self._pr(
+                    KERN_WARNING,
+                    f"failed to initialize patch '{patch.name}' for module '{module.name}' "
+                    f"({-exc.errno})",
+                )
+                self._refuse_module_locked(patch, module)
+                raise
+            if not self._applies_to_modules(patch):
+                continue
+            self._pr(
+                KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
+            )
+            ret = self.pre_patch_callback(patch, obj)
+            if ret:
+                self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
+                self._refuse_module_locked(patch, module)
+                raise KernelError(abs(ret))
+            ret = self.patch_object(obj)
+            if ret:
+                self._pr(
+                    KERN_WARNING,
+                    f"failed to apply patch '{patch.name}' to module '{module.name}' ({ret})",
+                )
+                self.post_unpatch_callback(patch, obj)
+                self._refuse_module_locked(patch, module)
+                raise KernelError(abs(ret))
+            if patch is not self.engine.patch:
+                self.post_patch_callback(patch, obj)
+
+    def _refuse_module_locked(self, patch: Patch, module: Module) -> None:
+        """klp_module_coming()'s error path: undo the patches applied before this one."""
+        self._pr(
+            KERN_WARNING,
+            f"patch '{patch.name}' failed for module '{module.name}', "
+            f"refusing to load module '{module.name}'",
+        )
+        self._cleanup_module_patches_locked(module, limit=patch)
+
+    def _module_going_locked(self, module: Module) -> None:
+        """klp_module_going(): revert every patch's object for the departing module."""
+        self._cleanup_module_patches_locked(module, limit=None)
+
+    def _cleanup_module_patches_locked(self, module: Module, limit: Patch | None) -> None:
+        """klp_cleanup_module_patches_limited(): unpatch the module's objects up to ``limit``."""
+        for patch in self.patches:
+            if patch is limit:
+                break
+            obj = patch.find_object(module.name)
+            if obj is None or not self._applies_to_modules(patch):
+                continue
+            if patch is not self.engine.patch:
+                self.pre_unpatch_callback(patch, obj)
+            self._pr(
+                KERN_NOTICE, f"reverting patch '{patch.name}' on unloading module '{module.name}'"
+            )
+            self.unpatch_object(obj)
+            self.post_unpatch_callback(patch, obj)
+
+    def _applies_to_modules(self, patch: Patch) -> bool:
+        """Legacy kernels (un)patch a coming or going module only for an active patch."""
+        return not self.profile.legacy or patch.enabled or patch is self.engine.patch
+
+    def object_loaded(self, obj: KlpObject) -> bool:
+        """klp_is_object_loaded(): vmlinux always, a module while it is loaded and not going."""
+        if not obj.is_module:
+            return True
+        module = self.modules.get(obj.name)
+        return module is not None and module.state != "going"

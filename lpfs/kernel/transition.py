@@ -1,0 +1,295 @@
+"""The transition engine: the kernel's per-task consistency model.
+
+Mirrors kernel/livepatch/transition.c. One patch at a time is in transition
+towards a target state; every task starts in the opposite state and switches
+once no function being (un)patched is on its stack. A try that leaves tasks
+behind queues a retry; every 15th retry sends fake signals. ``force`` moves
+every pending task at once; ``reverse`` turns the transition around.
+
+All methods expect the core lock (klp_mutex) to be held by the caller.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from lpfs.kernel.clock import Clock
+from lpfs.kernel.klog import KERN_NOTICE, KERN_WARNING, KernelLog
+from lpfs.kernel.tasks import PatchState, SchedState, Task, TaskSource
+
+if TYPE_CHECKING:
+    from lpfs.kernel.core import Core, Patch
+
+SIGNALS_TIMEOUT: Final = 15
+
+
+def _direction(target: PatchState) -> str:
+    return "patching" if target == PatchState.PATCHED else "unpatching"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionStatus:
+    """A snapshot of the transition in progress, for ``lpfs status``."""
+
+    patch: str
+    direction: str
+    tasks_switched: int
+    tasks_total: int
+    tries: int
+    next_signal_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """A task that keeps the transition from completing, and why.
+
+    ``reason`` is worded as the kernel's klp_try_switch_task() debug line.
+    """
+
+    pid: int
+    comm: str
+    reason: str
+    function: str | None
+
+
+class Transition:
+    """klp_transition_patch, klp_target_state and the verbs that move them."""
+
+    def __init__(
+        self,
+        core: "Core",
+        source: TaskSource,
+        log: KernelLog,
+        clock: Clock,
+        on_retry_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._core = core
+        self.source = source
+        self._log = log
+        self._clock = clock
+        self._on_retry_queued = on_retry_queued
+        self.patch: Patch | None = None
+        self.target = PatchState.IDLE
+        self.signals_cnt = 0
+        self.tries = 0
+        self.retry_queued = False
+
+    @property
+    def initial_state(self) -> PatchState:
+        """The state every task starts the current transition in."""
+        return PatchState(int(not self.target))
+
+    def _notice(self, text: str) -> None:
+        self._log.printk(KERN_NOTICE, f"livepatch: {text}")
+
+    def _debug(self, site: str, text: str) -> None:
+        self._log.pr_debug(site, f"livepatch: {text}")
+
+    # -- lifecycle, in the kernel's order ------------------------------------
+
+    def init(self, patch: "Patch", target: PatchState) -> None:
+        """klp_init_transition(): every task starts in the state opposite to the target."""
+        self._debug(
+            "klp_init_transition",
+            f"'{patch.name}': initializing {_direction(target)} transition",
+        )
+        self.patch = patch
+        self.target = target
+        for task in self.source.tasks():
+            task.patch_state = self.initial_state
+            task.pending = False
+        for func in patch.funcs():
+            func.transition = True
+
+    def start(self) -> None:
+        """klp_start_transition(): mark every task that has to switch."""
+        assert self.patch is not None
+        self._notice(f"'{self.patch.name}': starting {_direction(self.target)} transition")
+        for task in self.source.tasks():
+            task.pending = task.patch_state != self.target
+        self.signals_cnt = 0
+        self.tries = 0
+
+    def try_complete(self) -> None:
+        """klp_try_complete_transition(): switch what can switch, then finish or requeue."""
+        patch = self.patch
+        assert patch is not None
+        target = self.target
+        checked = self._core.functions_to_check(patch, target)
+        complete = True
+        for task in self.source.tasks():
+            # The common case inline: a try walks every task of the system.
+            if task.patch_state == target:
+                continue
+            if task.idle or (
+                checked.isdisjoint(task.stack)
+                and (not task.unreliable or task.state == SchedState.RUNNING)
+            ):
+                task.pending = False
+                task.patch_state = target
+            elif self._try_switch(task, checked) is not None:
+                complete = False
+        self._core.note_replacement_calls()
+        self.tries += 1
+        if not complete:
+            automatic = self._core.profile.automatic_signals
+            if automatic and self.signals_cnt and self.signals_cnt % SIGNALS_TIMEOUT == 0:
+                self.send_signals()
+            self.signals_cnt += 1
+            self.retry_queued = True
+            self._on_retry_queued()
+            return
+        self.complete()
+        # Freeing belongs here rather than in complete(), which the cancel
+        # path shares, exactly as in the kernel.
+        self._core.free_unused_patches(patch)
+
+    def complete(self) -> None:
+        """klp_complete_transition(): settle objects and tasks, report completion."""
+        patch = self.patch
+        assert patch is not None
+        direction = _direction(self.target)
+        self._debug("klp_complete_transition", f"'{patch.name}': completing {direction} transition")
+        if patch.replace and self.target == PatchState.PATCHED:
+            self._core.unpatch_replaced_patches(patch)
+            self._core.discard_nops(patch)
+        if self.target == PatchState.UNPATCHED:
+            self._core.unpatch_objects(patch)
+        for func in patch.funcs():
+            func.transition = False
+        for task in self.source.tasks():
+            task.patch_state = PatchState.IDLE
+            task.pending = False
+        for obj in patch.objects:
+            if not self._core.object_loaded(obj):
+                continue
+            if self.target == PatchState.PATCHED:
+                self._core.post_patch_callback(patch, obj)
+            else:
+                self._core.post_unpatch_callback(patch, obj)
+        self._notice(f"'{patch.name}': {direction} complete")
+        self._core.put_after_unpatching(patch, self.target)
+        self.patch = None
+        self.target = PatchState.IDLE
+        self.retry_queued = False
+
+    def cancel(self) -> None:
+        """klp_cancel_transition(): an enable failed before the transition started."""
+        assert self.patch is not None
+        self._debug(
+            "klp_cancel_transition",
+            f"'{self.patch.name}': canceling patching transition, going to unpatch",
+        )
+        self.target = PatchState.UNPATCHED
+        self.complete()
+
+    def reverse(self) -> None:
+        """klp_reverse_transition(): head back; the retry already queued finishes it."""
+        patch = self.patch
+        assert patch is not None
+        turn = (
+            "patching to unpatching"
+            if self.target == PatchState.PATCHED
+            else "unpatching to patching"
+        )
+        self._debug("klp_reverse_transition", f"'{patch.name}': reversing transition from {turn}")
+        for task in self.source.tasks():
+            task.pending = False
+        patch.enabled = not patch.enabled
+        self.target = PatchState(int(not self.target))
+        self.start()
+
+    def force(self) -> None:
+        """klp_force_transition(): every pending task jumps to the target state."""
+        patch = self.patch
+        assert patch is not None
+        self._log.printk(KERN_WARNING, "livepatch: forcing remaining tasks to the patched state")
+        for task in self.source.tasks():
+            if task.pending:
+                task.pending = False
+                task.patch_state = self.target
+        self._core.mark_forced(patch, self.target)
+
+    # -- per task ------------------------------------------------------------
+
+    def _try_switch(self, task: Task, checked: frozenset[str]) -> Blocker | None:
+        """klp_try_switch_task(): None if the task is (now) at the target state."""
+        if task.patch_state == self.target:
+            return None
+        blocker = self._check(task, checked)
+        if blocker is None:
+            task.pending = False
+            task.patch_state = self.target
+            return None
+        self._log.pr_debug(
+            "klp_try_switch_task",
+            f"livepatch: klp_try_switch_task: {task.comm}:{task.pid} {blocker.reason}",
+        )
+        return blocker
+
+    def _check(self, task: Task, checked: frozenset[str]) -> Blocker | None:
+        """Why the task cannot switch now, or None.
+
+        Idle tasks switch in the idle loop. A running task switches at its
+        next return to user space (or cond_resched) unless it is running
+        inside a function being replaced; a sleeping one needs a reliable
+        stack free of those functions.
+        """
+        if task.idle:
+            return None
+        on_stack = next((frame for frame in task.stack if frame in checked), None)
+        if task.state == SchedState.RUNNING:
+            return (
+                None if on_stack is None else Blocker(task.pid, task.comm, "is running", on_stack)
+            )
+        if task.unreliable:
+            return Blocker(task.pid, task.comm, "has an unreliable stack", None)
+        if on_stack is not None:
+            return Blocker(task.pid, task.comm, f"is sleeping on function {on_stack}", on_stack)
+        return None
+
+    def send_signals(self) -> None:
+        """klp_send_signals(): a fake signal to every task still pending.
+
+        A user task sleeping interruptibly is woken and switches on its way
+        back to user space; an uninterruptible sleeper and kthreads stay.
+        Before 5.1 only the signal attribute sends them, announced each time.
+        """
+        if self.signals_cnt == SIGNALS_TIMEOUT or self._core.profile.legacy:
+            self._notice("signaling remaining tasks")
+        for task in self.source.tasks():
+            if task.pending and not task.kthread and task.state == SchedState.SLEEPING:
+                task.pending = False
+                task.patch_state = self.target
+
+    # -- views ---------------------------------------------------------------
+
+    def blockers(self) -> list[Blocker]:
+        """The tasks that would keep the transition from completing right now."""
+        if self.patch is None:
+            return []
+        checked = self._core.functions_to_check(self.patch, self.target)
+        found = []
+        for task in self.source.tasks():
+            if task.patch_state != self.target:
+                blocker = self._check(task, checked)
+                if blocker is not None:
+                    found.append(blocker)
+        return found
+
+    def status(self) -> TransitionStatus | None:
+        if self.patch is None:
+            return None
+        tasks = self.source.tasks()
+        switched = sum(1 for task in tasks if task.patch_state == self.target)
+        # Signals go out on the try that finds signals_cnt at a multiple of 15.
+        cnt = self.signals_cnt
+        next_signal = (SIGNALS_TIMEOUT if cnt == 0 else (-cnt) % SIGNALS_TIMEOUT) + 1
+        return TransitionStatus(
+            patch=self.patch.name,
+            direction=_direction(self.target),
+            tasks_switched=switched,
+            tasks_total=len(tasks),
+            tries=self.tries,
+            next_signal_in=next_signal,
+        )

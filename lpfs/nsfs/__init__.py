@@ -1,0 +1,1 @@
+"""``python -m lpfs.nsfs``, the name scripts call: it runs ``lpfs.daemon.nsfs``."""

@@ -1,0 +1,3 @@
+from lpfs.daemon.nsfs import main
+
+main()

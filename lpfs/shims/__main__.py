@@ -1,0 +1,3 @@
+from lpfs.tools.shims import main
+
+main()

@@ -1,0 +1,1 @@
+"""The pytest plugin that drives lpfs mounts in other projects' tests."""

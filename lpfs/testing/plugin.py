@@ -1,0 +1,163 @@
+"""pytest fixtures that give a test its own emulated livepatch sysfs.
+
+Registered as the ``lpfs`` plugin (entry point ``pytest11``), so installing
+lpfs is enough. ``lpfs`` mounts a fresh daemon for one test; ``lpfs_shared``
+hands every test the one daemon of the session, reset to a freshly booted
+kernel. Both step transition retries only on ``tick()``. Every method runs
+the ``lpfs`` command, as a user's shell would, and raises ``LpfsCommandError``
+with its stderr when it fails.
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from lpfs.fuse import mounttable
+
+COMMAND_TIMEOUT: Final = 60.0
+_TASK_FLAGS: Final = ("kthread", "unreliable")
+
+
+class LpfsCommandError(Exception):
+    """An ``lpfs`` command that exited non-zero; the message carries its stderr."""
+
+    def __init__(self, args: list[str], returncode: int, stderr: str) -> None:
+        super().__init__(f"lpfs {' '.join(args)} exited {returncode}: {stderr.strip()}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class LpfsMount:
+    """A mounted lpfs daemon, driven through its CLI."""
+
+    def __init__(self, mountpoint: Path) -> None:
+        self.mountpoint = mountpoint
+        self.livepatch_dir = mountpoint / "kernel" / "livepatch"
+
+    def run(self, *args: str) -> str:
+        """Run ``lpfs ARGS --mount MOUNTPOINT``; its stdout, or LpfsCommandError."""
+        return _lpfs([*args, "--mount", str(self.mountpoint)])
+
+    def insmod(self, file: str | os.PathLike[str], *params: str) -> None:
+        self.run("insmod", os.fspath(file), *params)
+
+    def rmmod(self, name: str) -> None:
+        self.run("rmmod", name)
+
+    def add_task(
+        self,
+        pid: int,
+        comm: str,
+        state: str,
+        stack: Iterable[str],
+        *,
+        kthread: bool = False,
+        unreliable: bool = False,
+        parent: int | None = None,
+    ) -> None:
+        """A simulated task; ``stack`` is innermost first; with ``parent`` it is forked."""
+        args = ["task", "add", "--pid", str(pid), "--comm", comm, "--state", state]
+        args += ["--stack", ",".join(stack)]
+        if kthread:
+            args.append("--kthread")
+        if unreliable:
+            args.append("--unreliable")
+        if parent is not None:
+            args += ["--parent", str(parent)]
+        self.run(*args)
+
+    def set_task(self, pid: int, **changes: Any) -> None:
+        """Change a task's ``state``, ``stack``, ``comm``, ``kthread`` or ``unreliable``."""
+        args = ["task", "set", str(pid)]
+        for key, value in changes.items():
+            if key in _TASK_FLAGS:
+                args.append(f"--{key}" if value else f"--no-{key}")
+            elif key == "stack":
+                args += ["--stack", ",".join(value)]
+            elif key in ("state", "comm"):
+                args += [f"--{key}", str(value)]
+            else:
+                raise TypeError(f"set_task: no task field '{key}'")
+        self.run(*args)
+
+    def exit_task(self, pid: int) -> None:
+        self.run("task", "exit", str(pid))
+
+    def tick(self, n: int = 1) -> int:
+        """Run up to ``n`` transition retries; returns how many ran."""
+        return int(json.loads(self.run("tick", str(n), "--json"))["tries"])
+
+    def wait_gone(self, patch: str, timeout: float = 10.0) -> None:
+        """Until the patch's directory is gone; LpfsCommandError on timeout."""
+        self.run("wait", patch, "--gone", "--timeout", str(timeout))
+
+    def wait_idle(self, patch: str, timeout: float = 10.0) -> None:
+        """Until the patch is not in transition; LpfsCommandError on timeout."""
+        self.run("wait", patch, "--idle", "--timeout", str(timeout))
+
+    def dmesg(self) -> list[str]:
+        """The kernel log's lines without their timestamps."""
+        return [json.loads(line)["text"] for line in self.run("dmesg", "--json").splitlines()]
+
+    def status(self) -> dict[str, Any]:
+        """``lpfs status --json``: kernel, taint, patches, modules and the transition."""
+        status: dict[str, Any] = json.loads(self.run("status", "--json"))
+        return status
+
+    def reset(self) -> None:
+        """Unload everything and clear the log: a freshly booted kernel."""
+        self.run("reset")
+
+
+def _lpfs(args: list[str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "lpfs", *args],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise LpfsCommandError(args, result.returncode, result.stderr)
+    return result.stdout
+
+
+def _serve(path: Path) -> Iterator[LpfsMount]:
+    """Mount a daemon at ``path`` and always take it down again, whatever the test did."""
+    path.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()  # as /proc/mounts will show it
+    _lpfs(["mount", str(path), "--daemon", "--transition-interval", "0"])
+    try:
+        yield LpfsMount(path)
+    finally:
+        # A busy or dead daemon fails to unmount cleanly: detach it below instead.
+        with contextlib.suppress(LpfsCommandError, subprocess.TimeoutExpired):
+            _lpfs(["umount", str(path)])
+        if mounttable.is_mounted(path):
+            mounttable.unmount(path, lazy=True)
+
+
+@pytest.fixture
+def lpfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LpfsMount]:
+    """A freshly mounted lpfs for this test alone, unmounted afterwards."""
+    yield from _serve(tmp_path_factory.mktemp("lpfs") / "mnt")
+
+
+@pytest.fixture(scope="session")
+def lpfs_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LpfsMount]:
+    """One lpfs mount for the whole session; tests should take ``lpfs_shared`` instead."""
+    yield from _serve(tmp_path_factory.mktemp("lpfs-session") / "mnt")
+
+
+@pytest.fixture
+def lpfs_shared(lpfs_session: LpfsMount) -> LpfsMount:
+    """The session's lpfs mount, reset to a freshly booted kernel: cheaper than ``lpfs``."""
+    lpfs_session.reset()
+    return lpfs_session

@@ -1,0 +1,1 @@
+"""The commands users run: ``lpfs``, the kmod stand-ins, the system install."""
