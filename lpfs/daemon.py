@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__, fs, modfile, mounts, scenario
 from .clock import SystemClock
+from .coherence import Coherence
 from .control import Reply, error_reply, socket_path
 from .control_server import ControlServer
 from .core import Core, Module, Patch
@@ -74,6 +75,7 @@ class Daemon:
         if options.host_symbols:
             self.core.symbols = Kallsyms()
         self.tree = Tree(self.core)
+        self.coherence = Coherence(self.core)
         self.socket = socket_path(options.mountpoint)
         self.stopping = threading.Event()
 
@@ -367,7 +369,7 @@ def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
     if mounts.is_stale(options.mountpoint):
         mounts.unmount(options.mountpoint, lazy=True)
     daemon.load_startup()
-    server = ControlServer(daemon.socket, daemon.handle)
+    server = ControlServer(daemon.socket, daemon.coherence.settling(daemon.handle))
     threads = [server.start()]
     if options.transition_interval > 0:
         timer = threading.Thread(
@@ -387,10 +389,11 @@ def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
     try:
         fs.serve(
             daemon.tree,
+            daemon.coherence,
             os.fspath(options.mountpoint),
             on_init,
-            options.allow_other,
-            options.threaded,
+            allow_other=options.allow_other,
+            threaded=options.threaded,
         )
     finally:
         daemon.stopping.set()
