@@ -62,10 +62,10 @@ test: deps
 	LPFS_BINDING=fusepy $(BIN)/pytest -q tests/fs
 	LPFS_BINDING=mfusepy $(BIN)/pytest -q tests/fs/test_io.py
 
-# Outside CI: the concurrency run at ten times the size, then an hour's soak.
+# Outside CI: the concurrency and coherence runs at ten times the size, then an hour's soak.
 stress: deps
-	LPFS_STRESS=10 $(BIN)/pytest -q tests/fs/test_concurrency.py
-	LPFS_STRESS=90 $(BIN)/pytest -q tests/fs/test_concurrency.py
+	LPFS_STRESS=10 $(BIN)/pytest -q tests/fs/test_concurrency.py tests/fs/test_coherence.py
+	LPFS_STRESS=90 $(BIN)/pytest -q tests/fs/test_concurrency.py tests/fs/test_coherence.py
 
 lint: deps
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from typing import Any
 from lpfs import __version__
 from lpfs.control.protocol import Reply, error_reply, socket_path
 from lpfs.daemon import livepatchfs
+from lpfs.daemon.coherence import Coherence
 from lpfs.daemon.control_server import ControlServer
 from lpfs.errors import ControlError, KernelError, ModfileError
 from lpfs.formats import modfile, scenario
@@ -77,6 +78,7 @@ class Daemon:
         if options.host_symbols:
             self.core.symbols = Kallsyms()
         self.tree = Tree(self.core)
+        self.coherence = Coherence(self.core)
         self.socket = socket_path(options.mountpoint)
         self.stopping = threading.Event()
 
@@ -370,7 +372,7 @@ def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
     if mounttable.is_stale(options.mountpoint):
         mounttable.unmount(options.mountpoint, lazy=True)
     daemon.load_startup()
-    server = ControlServer(daemon.socket, daemon.handle)
+    server = ControlServer(daemon.socket, daemon.coherence.settling(daemon.handle))
     threads = [server.start()]
     if options.transition_interval > 0:
         timer = threading.Thread(
@@ -390,10 +392,11 @@ def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
     try:
         livepatchfs.serve(
             daemon.tree,
+            daemon.coherence,
             os.fspath(options.mountpoint),
             on_init,
-            options.allow_other,
-            options.threaded,
+            allow_other=options.allow_other,
+            threaded=options.threaded,
         )
     finally:
         daemon.stopping.set()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lpfs.daemon.coherence import Coherence
 from lpfs.errors import KernelError
 from lpfs.fuse import binding
 from lpfs.fuse.binding import FuseOSError
@@ -29,9 +30,12 @@ def mount_options(allow_other: bool = False) -> dict[str, Any]:
     """Every FUSE mount option lpfs uses, in one place.
 
     direct_io: a pseudo-file reporting 4096 bytes must not be served from the
-    page cache. Zero timeouts: the kernel must ask again after every change,
-    so a freed patch is ENOENT at once. default_permissions with allow_other:
-    other users get the kernel's own mode checks, as on sysfs.
+    page cache. Zero timeouts: a binding that cannot tell the kernel what a
+    change made stale (libfuse's) must have it ask again every time, so a
+    freed patch is ENOENT at once; lpfs's own session, told of every change
+    (``LivepatchFS.invalidation``), lets the kernel keep names and attributes
+    instead. default_permissions with allow_other: other users get the
+    kernel's own mode checks, as on sysfs.
     """
     options: dict[str, Any] = {
         "fsname": "lpfs",
@@ -82,14 +86,19 @@ class LivepatchFS:
     """fusepy operations object; state lives in attributes no FUSE op is named after."""
 
     use_ns = True
-    # The directories every mount has, whatever is loaded: the kernel may keep
-    # these names (and only these; attributes never) in its cache.
-    stable_entries = frozenset({"/kernel", "/kernel/livepatch", "/module"})
     # open() ignores O_TRUNC as kernfs ignores the size change `echo >` makes.
     atomic_o_trunc = True
 
-    def __init__(self, tree: Tree, on_init: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        invalidation: Coherence | None = None,
+        on_init: Callable[[], None] = lambda: None,
+    ) -> None:
         self._tree = tree
+        # Told of every state change: lpfs's own session lets the kernel cache
+        # names, attributes and listings, and invalidates what a change made stale.
+        self.invalidation = invalidation
         self._on_init = on_init
         self._handles: dict[int, Handle] = {}
         self._fh_counter = itertools.count(1)
@@ -199,14 +208,16 @@ class LivepatchFS:
 
 def serve(
     tree: Tree,
+    coherence: Coherence,
     mountpoint: str,
     on_init: Callable[[], None],
+    *,
     allow_other: bool = False,
     threaded: bool = False,
 ) -> None:
     """Mount and serve until unmounted or signalled (SIGINT/SIGTERM unmount cleanly)."""
     binding.serve(
-        LivepatchFS(tree, on_init),
+        LivepatchFS(tree, coherence, on_init),
         os.fspath(mountpoint),
         threaded=threaded,
         **mount_options(allow_other),

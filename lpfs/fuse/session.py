@@ -21,11 +21,16 @@ Every request gets an answer the kernel takes: an errno in 1..511, a name
 it accepts in a listing, replies sized for the protocol minor agreed at INIT
 (7.12 and newer; an older kernel is refused and the session ends).
 
-Names are cached only where that cannot show a stale state: the paths an
-operations object lists in ``stable_entries`` exist as long as the mount, so
-they are answered with a long entry timeout and a path walk through them asks
-nothing. Every other name and every attribute follows the mount's timeouts
-(zero for lpfs: a freed patch is ENOENT at the next lookup).
+Names are cached only where that cannot show a stale state. An operations
+object with an ``invalidation`` (see ``invalidation``) is told of every state
+change: the kernel keeps every name, attribute and (with
+FUSE_NO_OPENDIR_SUPPORT) listing, and the session invalidates what each
+change made stale before the change can be seen. Otherwise the paths it
+lists in ``stable_entries`` exist as long as the mount, so they are answered
+with a long entry timeout and a path walk through them asks nothing, and
+every other name and every attribute follows the mount's timeouts.
+
+``invalidation`` is an ``invalidation.State``.
 """
 
 import bisect
@@ -43,12 +48,14 @@ from types import FrameType
 from typing import Any, Final
 
 from lpfs.errors import UnsupportedKernel
+from lpfs.fuse.invalidation import Invalidator, State
 from lpfs.fuse.mount import FuseMount
 from lpfs.fuse.wire import (
     ABORT_ERROR,
     ASYNC_READ,
     ATOMIC_O_TRUNC,
     ATTR_OUT,
+    AUTO_INVAL_DATA,
     BATCH_FORGET,
     BATCH_FORGET_IN,
     BIG_WRITES,
@@ -94,6 +101,8 @@ from lpfs.fuse.wire import (
     MKDIR_IN,
     MKNOD,
     MKNOD_IN,
+    NO_OPENDIR_MINOR,
+    NO_OPENDIR_SUPPORT,
     OLDEST_MINOR,
     OPEN,
     OPEN_IN,
@@ -154,7 +163,11 @@ UNKNOWN_INO: Final = 0xFFFFFFFF  # what libfuse puts in d_ino without use_ino
 NSEC: Final = 1_000_000_000
 MAX_LISTINGS: Final = 256  # packed directory listings kept for reuse
 SPIN_SECONDS: Final = 50e-6  # awake after a reply, waiting for the next request
-STABLE_TIMEOUT: Final = (86400, 0)  # entry_valid of a name that exists as long as the mount
+# entry_valid of a name that exists as long as the mount, and the timeouts of
+# every name and attribute the session invalidates when it changes.
+STABLE_TIMEOUT: Final = (86400, 0)
+NO_TIMEOUT: Final = (0, 0)
+SERIAL_SHIFT: Final = 32  # a cached listing's d_off: its serial, then the byte offset
 READLINK_MAX: Final = 4095  # the kernel reads a link target into one page, NUL included
 OLDEST_KERNEL: Final = "2.6.31"  # the first Linux release with FUSE 7.12
 # What FUSE() takes, and the values the session implements where it implements only some.
@@ -182,19 +195,33 @@ def _names(request: memoryview, start: int) -> list[str]:
 
 
 class _Node:
-    __slots__ = ("lookups", "path")
+    """A node the kernel holds, and what it may keep of it (with invalidations)."""
+
+    __slots__ = ("attrs", "listing", "lookups", "mtime", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.lookups = 0
+        self.attrs: tuple[int, ...] | None = None  # fuse_attr fields last sent with a timeout
+        self.listing: _Listing | None = None  # what the last READDIR from offset 0 served
+        # (mtime the operations object showed, mtime shown, listing): see listing_changed().
+        self.mtime: tuple[Any, Any, tuple[tuple[str, int], ...]] | None = None
 
 
 class _Listing:
-    """A directory's names as fuse_dirent records, and where each record ends."""
+    """A directory's names as fuse_dirent records, and where each record ends.
 
-    __slots__ = ("ends", "entries")
+    A listing the kernel may cache has a serial in its offsets' upper bits:
+    with no OPENDIR there is no handle to keep it by, and the kernel resumes
+    a listing with an offset from it (from its cache, or after a change).
+    """
 
-    def __init__(self, entries: tuple[tuple[str, int], ...]) -> None:
+    __slots__ = ("ends", "entries", "key", "serial")
+
+    def __init__(self, entries: tuple[tuple[str, int], ...], serial: int = 0) -> None:
+        self.key: tuple[tuple[str, int], ...] | None = entries
+        self.serial = serial
+        base = serial << SERIAL_SHIFT
         records = []
         self.ends = [0]
         for text, kind in entries:
@@ -204,9 +231,15 @@ class _Listing:
                 continue
             padded = (DIRENT.size + len(name) + 7) // 8 * 8
             self.ends.append(self.ends[-1] + padded)
-            record = DIRENT.pack(UNKNOWN_INO, self.ends[-1], len(name), kind) + name
+            record = DIRENT.pack(UNKNOWN_INO, base + self.ends[-1], len(name), kind) + name
             records.append(record.ljust(padded, b"\0"))
         self.entries = b"".join(records)
+
+
+_NO_LISTING: Final = _Listing(())  # what an offset into a forgotten listing resumes
+# What a READDIR answered across a change leaves recorded: it matches no state.
+_UNKNOWN_LISTING: Final = _Listing(())
+_UNKNOWN_LISTING.key = None
 
 
 class _Dir:
@@ -230,7 +263,11 @@ class Session:
         self.entry_timeout = _seconds(options.get("entry_timeout", 1.0))
         self.attr_timeout = _seconds(options.get("attr_timeout", 1.0))
         self.stable = frozenset(getattr(operations, "stable_entries", ()))
+        self.state: State | None = getattr(operations, "invalidation", None)
+        self.invalidator: Invalidator | None = None  # once INIT is answered, with a state
+        self.cached_listings = False  # FUSE_NO_OPENDIR_SUPPORT agreed: the kernel keeps listings
         self.listings: dict[tuple[Any, ...], _Listing] = {}
+        self.listing_serials: dict[int, _Listing] = {}
         # An operations object that takes O_TRUNC in open() spares the kernel a setattr.
         # ABORT_ERROR tells an abort (ECONNABORTED) from an unmount (ENODEV) at a read.
         self.init_flags = ASYNC_READ | BIG_WRITES | PARALLEL_DIROPS | ABORT_ERROR
@@ -312,8 +349,13 @@ class Session:
         """
         self.fd = fd
         self.poller.register(fd, select.POLLIN)
-        with contextlib.suppress(_Stop):
-            self._loop()
+        try:
+            with contextlib.suppress(_Stop):
+                self._loop()
+        finally:
+            if self.state is not None and self.invalidator is not None:
+                self.state.attach(None)
+                self.invalidator.stop()
         if self.refusal is not None:
             raise UnsupportedKernel(self.refusal)
 
@@ -355,6 +397,7 @@ class Session:
         readv, write = os.readv, os.write
         unpack = IN_HEADER.unpack_from
         handlers = self.handlers
+        answer = self._answer
         os.set_blocking(fd, False)
         while not self.stopping:
             try:
@@ -379,19 +422,30 @@ class Session:
             if handler is None:
                 reply: bytes | None = error_reply(unique, errno.ENOSYS)
             else:
-                try:
-                    reply = handler(unique, nodeid, request)
-                except OSError as exc:
-                    reply = error_reply(unique, reply_errno(exc.errno))
-                except Exception:
-                    log.exception("unexpected failure answering FUSE opcode %d", opcode)
-                    reply = error_reply(unique, errno.EIO)
+                reply = answer(handler, opcode, unique, nodeid, request)
             if reply is None:
                 continue
             try:
                 write(fd, reply)
             except OSError as exc:
                 self._refused(unique, exc)
+
+    @staticmethod
+    def _answer(
+        handler: Callable[[int, int, memoryview], bytes | None],
+        opcode: int,
+        unique: int,
+        nodeid: int,
+        request: memoryview,
+    ) -> bytes | None:
+        """The handler's reply, or the error reply its failure calls for."""
+        try:
+            return handler(unique, nodeid, request)
+        except OSError as exc:
+            return error_reply(unique, reply_errno(exc.errno))
+        except Exception:
+            log.exception("unexpected failure answering FUSE opcode %d", opcode)
+            return error_reply(unique, errno.EIO)
 
     def _send(self, unique: int, reply: bytes) -> bool:
         """Write one reply; False if the kernel did not take it."""
@@ -497,23 +551,103 @@ class Session:
         seconds, fraction = divmod(value, 1)  # floors: before 1970 too
         return int(seconds), int(fraction * NSEC)
 
-    def _entry(self, unique: int, path: str, attrs: dict[str, Any]) -> bytes:
+    def _entry(self, unique: int, path: str, attrs: dict[str, Any], since: int) -> bytes:
+        """The entry of ``path``, whose ``attrs`` were read at generation ``since``."""
         nodeid = self.node_ids.get(path, self.next_node_id)
-        valid, valid_ns = STABLE_TIMEOUT if path in self.stable else self.entry_timeout
-        attr_valid, attr_valid_ns = self.attr_timeout
-        reply = ENTRY_OUT.pack(
-            ENTRY_OUT.size, 0, unique, nodeid, 0, valid, attr_valid, valid_ns, attr_valid_ns,
-            *self._attr(nodeid, attrs),
-        )  # fmt: skip
+        fields = self.fields(nodeid, attrs)
+        if self.state is not None:
+            entry_timeout = attr_timeout = STABLE_TIMEOUT
+        else:
+            entry_timeout = STABLE_TIMEOUT if path in self.stable else self.entry_timeout
+            attr_timeout = self.attr_timeout
+        reply = self._pack_entry(unique, nodeid, entry_timeout, attr_timeout, fields)
         # Counted only once the reply exists: the kernel counts a lookup only if it gets one.
         self._remember(path, nodeid)
-        return reply
+        if self._told(self.nodes[nodeid], fields, since):
+            return reply
+        return self._pack_entry(unique, nodeid, NO_TIMEOUT, NO_TIMEOUT, fields)
 
-    def _attr_reply(self, unique: int, nodeid: int, attrs: dict[str, Any]) -> bytes:
-        valid, valid_ns = self.attr_timeout
-        return ATTR_OUT.pack(
-            ATTR_OUT.size, 0, unique, valid, valid_ns, 0, *self._attr(nodeid, attrs)
-        )
+    def _entry_now(self, unique: int, path: str, fh: int | None = None) -> bytes:
+        """The entry of ``path`` as it is now."""
+        since = self._generation()
+        return self._entry(unique, path, self.ops.getattr(path, fh), since)
+
+    @staticmethod
+    def _pack_entry(
+        unique: int,
+        nodeid: int,
+        entry_timeout: tuple[int, int],
+        attr_timeout: tuple[int, int],
+        fields: tuple[int, ...],
+    ) -> bytes:
+        (valid, valid_ns), (attr_valid, attr_valid_ns) = entry_timeout, attr_timeout
+        return ENTRY_OUT.pack(
+            ENTRY_OUT.size, 0, unique, nodeid, 0, valid, attr_valid, valid_ns, attr_valid_ns,
+            *fields,
+        )  # fmt: skip
+
+    def _attr_reply(self, unique: int, nodeid: int, attrs: dict[str, Any], since: int) -> bytes:
+        """The attributes of node ``nodeid``, read at generation ``since``."""
+        fields = self.fields(nodeid, attrs)
+        node = self.nodes.get(nodeid)
+        # The mountpoint's attributes are asked for every time: a stat of it is how
+        # a mount whose daemon died is told (ENOTCONN), and it is rarely asked.
+        if self.state is None:
+            valid, valid_ns = self.attr_timeout
+        elif nodeid != ROOT_ID and node is not None and self._told(node, fields, since):
+            valid, valid_ns = STABLE_TIMEOUT
+        else:
+            valid, valid_ns = NO_TIMEOUT
+        return ATTR_OUT.pack(ATTR_OUT.size, 0, unique, valid, valid_ns, 0, *fields)
+
+    def _told(self, node: _Node, fields: tuple[int, ...], since: int) -> bool:
+        """Record that the kernel may keep ``fields``: False if a change came since they
+        were read, as the comparison after it may have missed this node (the kernel must
+        then ask again)."""
+        if self.state is None:
+            return True
+        node.attrs = fields
+        if self.state.generation == since:
+            return True
+        node.attrs = None
+        return False
+
+    def _generation(self) -> int:
+        """State changes so far (0 without invalidations): read before a reply's state."""
+        return 0 if self.state is None else self.state.generation
+
+    # -- invalidations -----------------------------------------------------------
+
+    def fields(self, nodeid: int, attrs: dict[str, Any]) -> tuple[int, ...]:
+        """fuse_attr fields of a node, with a directory's mtime moved by a listing change."""
+        node = self.nodes.get(nodeid)
+        if node is not None and node.mtime is not None:
+            shown_by_ops, shown, _listing = node.mtime
+            if attrs.get("st_mtime") == shown_by_ops:  # else utime set it since
+                attrs = {**attrs, "st_mtime": shown}
+        return self._attr(nodeid, attrs)
+
+    def listing_changed(self, node: _Node, attrs: dict[str, Any]) -> bool:
+        """Whether the listing the kernel may keep of a directory differs from its state.
+
+        The directory's mtime then moves: fuse_readdir_cached() drops a cached
+        listing whose mtime differs from the directory's (with
+        FUSE_AUTO_INVAL_DATA it asks for the mtime first), which covers a
+        listing read before the change but cached after its invalidation.
+        """
+        told = node.listing
+        if told is None:
+            return False
+        key = self._listing_key(node.path)
+        if key == told.key:
+            return False
+        if node.mtime is None or node.mtime[2] != key:
+            mtime = attrs.get("st_mtime", 0)
+            previous = mtime if node.mtime is None else node.mtime[1]
+            now = time.time_ns() if self.use_ns else time.time()
+            tick = 1 if self.use_ns else 1e-6
+            node.mtime = (mtime, max(now, previous + tick), key)
+        return True
 
     def _existing(self, nodeid: int) -> str:
         """The node's path, if it still resolves (ENOENT otherwise)."""
@@ -546,9 +680,16 @@ class Session:
             return error_reply(unique, errno.EPROTO)
         self.minor = min(minor, MINOR_VERSION)
         self.open_flags = self._open_flags()
+        granted = flags & self.init_flags
+        # Listings the kernel keeps without an OPENDIR, checked against the
+        # directory's mtime at each start (fuse_readdir_cached()).
+        cached_listings = NO_OPENDIR_SUPPORT | AUTO_INVAL_DATA
+        if self.state is not None and self.minor >= NO_OPENDIR_MINOR:
+            self.cached_listings = flags & cached_listings == cached_listings
+            granted |= cached_listings if self.cached_listings else 0
         reply = INIT_OUT.pack(
             INIT_OUT.size, 0, unique, KERNEL_VERSION, self.minor,
-            max_readahead, flags & self.init_flags, 0, 0, MAX_WRITE, 0, 0, 0, 0,
+            max_readahead, granted, 0, 0, MAX_WRITE, 0, 0, 0, 0,
         )  # fmt: skip
         if self.minor < INIT_OUT_23_MINOR:  # fuse_init_out before time_gran came
             body = reply[16 : 16 + INIT_OUT_22_SIZE]
@@ -558,6 +699,10 @@ class Session:
             self.refusal = "the kernel refused lpfs's answer to its INIT"
             self.stopping = True
             return None
+        if self.state is not None and self.invalidator is None:
+            self.invalidator = Invalidator(self)
+            self.handlers[WRITE] = self._held_write
+            self.state.attach(self.invalidator.flush)
         if hasattr(self.ops, "init"):
             try:
                 self.ops.init("/")
@@ -580,7 +725,7 @@ class Session:
 
     def _lookup(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         path = self._child(nodeid, _names(request, 40)[0])
-        return self._entry(unique, path, self.ops.getattr(path, None))
+        return self._entry_now(unique, path)
 
     def _forget(self, unique: int, nodeid: int, request: memoryview) -> None:
         self._drop(nodeid, FORGET_IN.unpack_from(request, 40)[0])
@@ -592,14 +737,16 @@ class Session:
 
     def _getattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         flags, _, fh = GETATTR_IN.unpack_from(request, 40)
+        since = self._generation()
         attrs = self.ops.getattr(self._path(nodeid), fh if flags & GETATTR_FH else None)
-        return self._attr_reply(unique, nodeid, attrs)
+        return self._attr_reply(unique, nodeid, attrs, since)
 
     def _setattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (valid, fh, size, _owner, atime, mtime, _ctime, atime_ns, mtime_ns, _ctime_ns,
          mode, uid, gid) = SETATTR_IN.unpack_from(request, 40)  # fmt: skip
         path = self._path(nodeid)
         handle = fh if valid & FATTR_FH else None
+        since = self._generation()
         if valid & FATTR_MODE:
             self._op("chmod")(path, mode)
         if valid & (FATTR_UID | FATTR_GID):
@@ -611,7 +758,7 @@ class Session:
         if valid & (FATTR_ATIME | FATTR_MTIME):
             times = self._times(path, valid, (atime, atime_ns), (mtime, mtime_ns))
             self._op("utimens")(path, times)
-        return self._attr_reply(unique, nodeid, self.ops.getattr(path, handle))
+        return self._attr_reply(unique, nodeid, self.ops.getattr(path, handle), since)
 
     def _times(
         self, path: str, valid: int, atime: tuple[int, int], mtime: tuple[int, int]
@@ -640,7 +787,7 @@ class Session:
 
     def _read(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         fh, offset, size = RW_IN.unpack_from(request, 40)
-        data = self.ops.read(self._path(nodeid), size, offset, fh)[:size]
+        data: bytes = self.ops.read(self._path(nodeid), size, offset, fh)[:size]
         return OUT_HEADER.pack(16 + len(data), 0, unique) + data
 
     def _write(self, unique: int, nodeid: int, request: memoryview) -> bytes:
@@ -649,6 +796,29 @@ class Session:
         written = self.ops.write(self._path(nodeid), data, offset, fh)
         return WRITE_OUT.pack(WRITE_OUT.size, 0, unique, written, 0)
 
+    def _held_write(self, unique: int, nodeid: int, request: memoryview) -> None:
+        """A write whose reply leaves only once what it changed is invalidated.
+
+        The invalidator's thread sends the reply; the loop serves on meanwhile,
+        since an entry invalidation may wait for requests only it answers.
+        """
+        state = self.state
+        assert state is not None and self.invalidator is not None
+        since = state.generation
+        changed = state.changing()
+        reply = self._answer(self._write, WRITE, unique, nodeid, request)
+        assert reply is not None
+        if state.generation == since:
+            changed()
+            self._send(unique, reply)
+            return
+
+        def deliver() -> None:
+            self._send(unique, reply)
+            changed()
+
+        self.invalidator.flush(state.generation, deliver)
+
     def _release(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (fh,) = RELEASE_IN.unpack_from(request, 40)
         if hasattr(self.ops, "release"):
@@ -656,6 +826,8 @@ class Session:
         return OUT_HEADER.pack(16, 0, unique)
 
     def _opendir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
+        if self.cached_listings:  # the kernel opens directories itself from now on
+            raise FuseOSError(errno.ENOSYS)
         path = self._path(nodeid)
         listing = self._listing(path)
         handle = self.next_dir
@@ -663,29 +835,62 @@ class Session:
         self.next_dir += 1
         return OPEN_OUT.pack(OPEN_OUT.size, 0, unique, handle, 0, 0)
 
+    def _listing_key(self, path: str) -> tuple[tuple[str, int], ...]:
+        return tuple(map(_entry_kind, self.ops.readdir(path, 0)))
+
     def _listing(self, path: str) -> _Listing:
         """The packed entries of a directory, shared by every open of the same listing."""
-        entries = tuple(map(_entry_kind, self.ops.readdir(path, 0)))
+        entries = self._listing_key(path)
         listing = self.listings.get(entries)
         if listing is None:
             if len(self.listings) >= MAX_LISTINGS:
                 self.listings.clear()
-            listing = self.listings[entries] = _Listing(entries)
+                self.listing_serials.clear()
+            serial = len(self.listing_serials) + 1 if self.cached_listings else 0
+            listing = self.listings[entries] = _Listing(entries, serial)
+            if serial:
+                self.listing_serials[serial] = listing
         return listing
 
     def _readdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         fh, offset, size = RW_IN.unpack_from(request, 40)
-        directory = self.dirs.get(fh)
-        if directory is None:
-            raise FuseOSError(errno.EBADF)
-        if offset == 0 and directory.started:  # rewinddir(): list afresh
-            directory.listing = self._listing(directory.path)
-        directory.started = True
-        listing = directory.listing
+        if self.cached_listings:
+            listing, start = self._kept_listing(nodeid, offset)
+        else:
+            directory = self.dirs.get(fh)
+            if directory is None:
+                raise FuseOSError(errno.EBADF)
+            if offset == 0 and directory.started:  # rewinddir(): list afresh
+                directory.listing = self._listing(directory.path)
+            directory.started = True
+            listing, start = directory.listing, offset
         # Offsets are byte positions in the packed listing; a reply ends on an entry.
-        last = bisect.bisect_right(listing.ends, offset + size) - 1
-        end = max(offset, listing.ends[last])
-        return OUT_HEADER.pack(16 + end - offset, 0, unique) + listing.entries[offset:end]
+        last = bisect.bisect_right(listing.ends, start + size) - 1
+        end = max(start, listing.ends[last])
+        return OUT_HEADER.pack(16 + end - start, 0, unique) + listing.entries[start:end]
+
+    def _kept_listing(self, nodeid: int, offset: int) -> tuple[_Listing, int]:
+        """The listing a READDIR without OPENDIR reads, and where in it.
+
+        Offset 0 lists afresh, recorded as what the kernel may keep; any other
+        offset resumes the listing its serial names, or ends the listing if
+        that one was forgotten (after MAX_LISTINGS others).
+        """
+        if offset:
+            listing = self.listing_serials.get(offset >> SERIAL_SHIFT, _NO_LISTING)
+            return listing, offset & ((1 << SERIAL_SHIFT) - 1)
+        state, invalidator = self.state, self.invalidator
+        assert state is not None and invalidator is not None
+        since = state.generation
+        path = self._path(nodeid)
+        listing = self._listing(path)
+        node = self.nodes.get(nodeid)
+        if node is not None:
+            node.listing = listing
+            if state.generation != since:  # the comparison after that change may have missed it
+                node.listing = _UNKNOWN_LISTING
+                invalidator.flush(state.generation, _done)
+        return listing, 0
 
     def _getxattr(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         self._existing(nodeid)
@@ -728,7 +933,7 @@ class Session:
         _flags, mode = CREATE_IN.unpack_from(request, 40)
         path = self._new_name(nodeid, _names(request, 40 + CREATE_IN.size)[0])
         fh = self._op("create")(path, mode)
-        entry = self._entry(unique, path, self.ops.getattr(path, fh))
+        entry = self._entry_now(unique, path, fh)
         opened = OPEN_OUT.pack(0, 0, 0, fh, self.open_flags, 0)[16:]
         return struct.pack("<I", len(entry) + len(opened)) + entry[4:] + opened
 
@@ -741,13 +946,13 @@ class Session:
                 self.ops.release(path, fh)
         else:
             self._op("mknod")(path, mode, rdev)
-        return self._entry(unique, path, self.ops.getattr(path, None))
+        return self._entry_now(unique, path)
 
     def _mkdir(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (mode,) = MKDIR_IN.unpack_from(request, 40)
         path = self._new_name(nodeid, _names(request, 40 + MKDIR_IN.size)[0])
         self._op("mkdir")(path, mode)
-        return self._entry(unique, path, self.ops.getattr(path, None))
+        return self._entry_now(unique, path)
 
     def _unlink(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         path = self._new_name(nodeid, _names(request, 40)[0])
@@ -798,13 +1003,13 @@ class Session:
         name, target = _names(request, 40)
         path = self._new_name(nodeid, name)
         self._op("symlink")(path, target)
-        return self._entry(unique, path, self.ops.getattr(path, None))
+        return self._entry_now(unique, path)
 
     def _link(self, unique: int, nodeid: int, request: memoryview) -> bytes:
         (old,) = LINK_IN.unpack_from(request, 40)
         path = self._new_name(nodeid, _names(request, 40 + LINK_IN.size)[0])
         self._op("link")(path, self._path(old))
-        return self._entry(unique, path, self.ops.getattr(path, None))
+        return self._entry_now(unique, path)
 
 
 def _entry_kind(item: Any) -> tuple[str, int]:
@@ -821,6 +1026,10 @@ def _join(base: str, name: str) -> str:
 
 def _ignore(unique: int, nodeid: int, request: memoryview) -> None:
     return None
+
+
+def _done() -> None:
+    """Nothing waits for this invalidation."""
 
 
 def _seconds(value: float) -> tuple[int, int]:

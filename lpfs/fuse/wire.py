@@ -23,11 +23,15 @@ MINOR_VERSION: Final = 38
 OLDEST_MINOR: Final = 12
 INIT_OUT_23_MINOR: Final = 23  # fuse_init_out grew from 24 to 64 bytes (Linux 3.15)
 PARALLEL_DIRECT_WRITES_MINOR: Final = 38
+NO_OPENDIR_MINOR: Final = 29  # FUSE_NO_OPENDIR_SUPPORT (Linux 5.1)
 
 # INIT flags (fuse_init_in.flags, fuse_init_out.flags), with the minor that brought them.
 ASYNC_READ, ATOMIC_O_TRUNC, BIG_WRITES = 1 << 0, 1 << 3, 1 << 5  # 7.6, 7.9, 7.9
-PARALLEL_DIROPS, ABORT_ERROR = 1 << 18, 1 << 21  # 7.25, 7.27
+AUTO_INVAL_DATA: Final = 1 << 12  # 7.20
+PARALLEL_DIROPS, ABORT_ERROR, NO_OPENDIR_SUPPORT = 1 << 18, 1 << 21, 1 << 24  # 7.25, 7.27, 7.29
 FOPEN_DIRECT_IO, FOPEN_PARALLEL_DIRECT_WRITES = 1 << 0, 1 << 6
+# Notifications (enum fuse_notify_code): a message with unique 0 and the code as its error.
+NOTIFY_INVAL_INODE, NOTIFY_INVAL_ENTRY = 2, 3  # both 7.12
 GETATTR_FH: Final = 1 << 0
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
@@ -64,6 +68,10 @@ RENAME_IN: Final = struct.Struct("<Q")
 RENAME2_IN: Final = struct.Struct("<QI4x")
 LINK_IN: Final = struct.Struct("<Q")
 DIRENT: Final = struct.Struct("<QQII")
+# The header, then fuse_notify_inval_inode_out (ino, off, len) or
+# fuse_notify_inval_entry_out (parent, namelen, flags) before the name and its NUL.
+NOTIFY_INVAL_INODE_OUT: Final = struct.Struct("<IiQQqq")
+NOTIFY_INVAL_ENTRY_OUT: Final = struct.Struct("<IiQQII")
 
 # Kernel-internal errnos (include/linux/errno.h) a caller in user space never sees as such.
 ERESTARTSYS, ERESTART_RESTARTBLOCK, ENOTSUPP = 512, 516, 524

@@ -39,6 +39,9 @@ class StateChanges(threading.Condition):
     def __init__(self, lock: threading.RLock) -> None:
         super().__init__(lock)
         self.observers: list[Callable[[], None]] = []
+        # How a change made outside any request (the retry timer's) runs: the daemon
+        # shows its log lines once the mount's caches have caught up with it.
+        self.announce: Callable[[Callable[[], bool]], bool] = lambda change: change()
 
     def notify_all(self) -> None:
         for observer in self.observers:
@@ -496,8 +499,10 @@ class Core(ModuleLoader):
 
     def run_retry_timer(self, interval: float, stop: threading.Event) -> None:
         """The delayed work: retry every ``interval`` seconds while a retry is queued."""
+        changes = self.changed
+        assert isinstance(changes, StateChanges)
         while self._retry_due(interval, stop):
-            self.transition_work()
+            changes.announce(self.transition_work)
 
     def _retry_due(self, interval: float, stop: threading.Event) -> bool:
         """Sleep, the lock released, until a retry has been queued ``interval`` seconds

@@ -10,7 +10,7 @@ kernel's livepatch selftests configure it.
 import json
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, TextIO
@@ -72,6 +72,8 @@ class KernelLog:
         self._next_seq = 0
         self._cond = threading.Condition()
         self._sink: TextIO | None = sink.open("a", encoding="utf-8") if sink else None
+        self._holds = 0  # hold() calls not yet released
+        self._held: list[Record] = []  # logged while held: not yet readable
         # The pr_debug sites dynamic debug lets through.
         self._boot_sites = frozenset(dyndbg.DEFAULT_ON if debug else ())
         self.debug_sites: set[dyndbg.Site] = set(self._boot_sites)
@@ -83,15 +85,42 @@ class KernelLog:
             ts = round((self._clock.monotonic() - self._boot) * 1_000_000)
             record = Record(self._next_seq, max(ts, 0), level, text, facility)
             self._next_seq += 1
-            self._records.append(record)
-            self._bytes += len(text) + 1
-            while self._bytes > self._ring_bytes and len(self._records) > 1:
-                self._bytes -= len(self._records.popleft().text) + 1
-            if self._sink:
-                self._sink.write(record.dmesg() + "\n")
-                self._sink.flush()
-            self._cond.notify_all()
+            if self._holds:
+                self._held.append(record)
+            else:
+                self._publish(record)
             return record
+
+    def hold(self) -> Callable[[], None]:
+        """Keep lines logged from now on from every reader (the ring, followers, the file)
+        until the returned callable is called, and as long as any other hold lasts.
+
+        A change's lines become readable only once the kernel's caches of the
+        mount have dropped what the change made stale.
+        """
+        with self._cond:
+            self._holds += 1
+
+        def release() -> None:
+            with self._cond:
+                self._holds -= 1
+                if self._holds:
+                    return
+                held, self._held = self._held, []
+                for record in held:
+                    self._publish(record)
+
+        return release
+
+    def _publish(self, record: Record) -> None:
+        self._records.append(record)
+        self._bytes += len(record.text) + 1
+        while self._bytes > self._ring_bytes and len(self._records) > 1:
+            self._bytes -= len(self._records.popleft().text) + 1
+        if self._sink:
+            self._sink.write(record.dmesg() + "\n")
+            self._sink.flush()
+        self._cond.notify_all()
 
     def pr_debug(self, function: str, text: str) -> None:
         """A ``pr_debug`` from kernel function ``function``, if dynamic debug lets it through.

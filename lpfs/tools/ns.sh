@@ -27,7 +27,7 @@ bind_over() {
 	mount --bind "$1" "$2"
 }
 
-# /sys/kernel is nsfs's kernel/ directory (see lpfs/nskernel.py for why not
+# /sys/kernel is nsfs's kernel/ directory (see lpfs/daemon/nskernel.py for why not
 # a tmpfs): each of the host's entries nsfs lists as a stub is bound back over
 # it, and livepatch is the mount's; the modules' own kobjects are nsfs's
 # symlinks into the mount, there as soon as a module adds one. tracing/ and
@@ -45,7 +45,7 @@ shadow_sys_kernel() {
 	done < <(grep '^kernel/' "$stage/ns/stubs")
 }
 
-# /proc is nsfs's proc/ directory (see lpfs/nsproc.py): the real procfs, with
+# /proc is nsfs's proc/ directory (see lpfs/daemon/nsproc.py): the real procfs, with
 # the files already laid over it, goes aside to real-proc; its pids are
 # nsfs's symlinks there, and each of its fixed entries is bound back over
 # nsfs's stub. lpfs's own files are nsfs's. Last, since every later look into

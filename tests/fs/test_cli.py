@@ -1,6 +1,6 @@
 """The `lpfs` command against a real daemon: kmod-style texts, logs, status and exit codes.
 
-Exit codes (lpfs/cli.py): 0 success, 1 a kernel or kmod error, 2 a usage
+Exit codes (lpfs/tools/cli.py): 0 success, 1 a kernel or kmod error, 2 a usage
 error, 3 no daemon reachable. Texts follow kmod (docs/kernel.md §3.1, §3.2) and dmesg
 (docs/kernel.md §6.11).
 """

@@ -228,21 +228,24 @@ class TestAccess:
         """The daemon answers another uid with a permission error, even if it reaches the socket."""
         mnt = make_mount()
         sock = Path(mnt.status()["socket"])
-        mode = sock.parent.stat().st_mode
-        sock.parent.chmod(0o711)
-        sock.chmod(0o666)
-        try:
-            script = (
-                "import socket, sys\n"
-                "s = socket.socket(socket.AF_UNIX)\n"
-                "s.connect(sys.argv[1])\n"
-                's.sendall(b\'{"cmd": "status"}\\n\')\n'
-                "print(s.makefile().readline())\n"
-            )
-            result = as_user(other_user, sys.executable, "-c", script, str(sock))
-        finally:
-            sock.chmod(0o600)
-            sock.parent.chmod(mode & 0o777)
+        # A second name for the socket in a directory the other user may enter: the
+        # daemons' own directory keeps its mode, whatever other daemons do meanwhile.
+        with tempfile.TemporaryDirectory(dir=sock.parent.parent) as public:
+            Path(public).chmod(0o711)
+            link = Path(public) / "sock"
+            os.link(sock, link)
+            sock.chmod(0o666)
+            try:
+                script = (
+                    "import socket, sys\n"
+                    "s = socket.socket(socket.AF_UNIX)\n"
+                    "s.connect(sys.argv[1])\n"
+                    's.sendall(b\'{"cmd": "status"}\\n\')\n'
+                    "print(s.makefile().readline())\n"
+                )
+                result = as_user(other_user, sys.executable, "-c", script, str(link))
+            finally:
+                sock.chmod(0o600)
         reply = json.loads(result.stdout)
         assert (False, "permission") == (reply["ok"], reply["kind"])
         assert str(other_user.pw_uid) in reply["error"]

@@ -1,4 +1,4 @@
-"""lpfs/system/mount.lpfs, run as mount(8) runs it: `mount.lpfs none DIR -o OPTIONS`.
+"""lpfs/tools/system/mount.lpfs, run as mount(8) runs it: `mount.lpfs none DIR -o OPTIONS`.
 
 It runs this checkout's lpfs (through $LPFS), so nothing needs installing.
 """
