@@ -20,7 +20,7 @@ import psutil
 
 from lpfs.control.client import Client
 from lpfs.control.protocol import socket_path
-from lpfs.daemon.daemon import livepatchfs
+from lpfs.daemon import livepatchfs
 
 LPFS: Final = (sys.executable, "-m", "lpfs")  # as tests/lpfs_fixtures.py runs it
 TIMEOUT: Final = 60.0

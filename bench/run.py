@@ -32,7 +32,7 @@ import toolchain
 from procs import Reaper
 
 import lpfs
-from lpfs.daemon.daemon import livepatchfs
+from lpfs.daemon import livepatchfs
 
 SCHEMA_VERSION: Final = 1
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"

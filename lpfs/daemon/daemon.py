@@ -25,12 +25,12 @@ from lpfs.errors import ControlError, KernelError, ModfileError
 from lpfs.formats import modfile, scenario
 from lpfs.fuse import mounttable
 from lpfs.kernel.clock import SystemClock
-from lpfs.kernel.core import Core, Module, Patch
+from lpfs.kernel.core import Core
 from lpfs.kernel.kallsyms import Kallsyms
 from lpfs.kernel.klog import LOG_USER, KernelLog
 from lpfs.kernel.kstrtox import kstrtobool
-from lpfs.kernel.loader import VMLINUX
 from lpfs.kernel.profiles import Profile
+from lpfs.kernel.structs import VMLINUX, Module, Patch
 from lpfs.kernel.tasks import HostTasks, SchedState, SimulatedTasks
 from lpfs.sysfs.tree import Tree
 

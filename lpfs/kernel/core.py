@@ -10,8 +10,7 @@ does everything the transition engine calls back. Errors are raised as
 
 import errno
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from lpfs.errors import KernelError
 from lpfs.kernel import kobjects, legacy
@@ -20,10 +19,18 @@ from lpfs.kernel.ftrace import LIVEPATCH, Ftrace
 from lpfs.kernel.kallsyms import Kallsyms
 from lpfs.kernel.klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import KPROBE_OPS_SYMBOLS, Kprobes
-from lpfs.kernel.loader import MODULE_STATE_TEXT, VMLINUX, Module, ModuleLoader
+from lpfs.kernel.loader import MODULE_STATE_TEXT, ModuleLoader
 from lpfs.kernel.procfs import SHOW_CALLER, VMLINUX_SHOW
 from lpfs.kernel.profiles import Profile
-from lpfs.kernel.structs import MODULE_NAME_LEN, Callbacks, StateDef
+from lpfs.kernel.structs import (
+    MODULE_NAME_LEN,
+    VMLINUX,
+    Func,
+    KlpObject,
+    Module,
+    Patch,
+    kobject_name,
+)
 from lpfs.kernel.tasks import PatchState, SimulatedTasks
 from lpfs.kernel.transition import Transition
 
@@ -47,84 +54,6 @@ class StateChanges(threading.Condition):
         for observer in self.observers:
             observer()
         super().notify_all()
-
-
-def kobject_name(name: str) -> str:
-    """A name as its sysfs directory shows it: kobject_set_name_vargs() turns '/' into '!'."""
-    return name.replace("/", "!")
-
-
-@dataclass(eq=False)
-class Func:
-    """struct klp_func: one redirected function, or a NOP of an atomic-replace patch."""
-
-    old_name: str
-    new_name: str
-    old_sympos: int
-    nop: bool = False
-    patched: bool = False
-    transition: bool = False
-    fault: str | None = None  # a failure the module file injects
-    fault_errno: int = 0
-    output: str | None = None  # what the replacement shows in /proc
-
-    @property
-    def dirname(self) -> str:
-        """The sysfs directory name; sympos 0 (unique) is shown as 1."""
-        return kobject_name(f"{self.old_name},{self.old_sympos or 1}")
-
-    @property
-    def replacement(self) -> str:
-        """The code this func makes tasks run; a NOP falls through to the original."""
-        return self.old_name if self.nop else self.new_name
-
-
-@dataclass(eq=False)
-class KlpObject:
-    """struct klp_object: vmlinux or one module, with its funcs and callbacks."""
-
-    name: str
-    funcs: list[Func]
-    dynamic: bool = False
-    patched: bool = False
-    freed: bool = False
-    callbacks: Callbacks | None = None
-    post_unpatch_enabled: bool = False
-
-    @property
-    def is_module(self) -> bool:
-        return self.name != VMLINUX
-
-    @property
-    def dirname(self) -> str:
-        return kobject_name(self.name)
-
-
-@dataclass(eq=False)
-class Patch:
-    """struct klp_patch: one livepatch module's patch."""
-
-    module: Module
-    replace: bool
-    states: tuple[StateDef, ...]
-    objects: list[KlpObject] = field(default_factory=list)
-    enabled: bool = False
-    forced: bool = False
-    freed: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.module.name
-
-    def funcs(self) -> Iterator[Func]:
-        for obj in self.objects:
-            yield from obj.funcs
-
-    def find_object(self, name: str) -> KlpObject | None:
-        return next((obj for obj in self.objects if obj.name == name), None)
-
-    def find_object_dir(self, dirname: str) -> KlpObject | None:
-        return next((obj for obj in self.objects if obj.dirname == dirname), None)
 
 
 class Core(ModuleLoader):

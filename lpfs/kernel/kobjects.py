@@ -12,22 +12,28 @@ test_klp_syscall's lp_sys_getpid() does.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from lpfs.errors import KernelError
 from lpfs.kernel import params
-from lpfs.kernel.klog import KERN_ERR, KERN_WARNING
-from lpfs.kernel.structs import AttrDef, KobjectDef, ParamText, PendingCallers
-from lpfs.kernel.tasks import SchedState
-
-if TYPE_CHECKING:
-    from lpfs.kernel.core import Core
-    from lpfs.kernel.loader import Module, ModuleLoader
+from lpfs.kernel.klog import KERN_ERR, KERN_WARNING, KernelLog
+from lpfs.kernel.structs import AttrDef, Func, KobjectDef, Module, ParamText, PendingCallers
+from lpfs.kernel.tasks import SchedState, SimulatedTasks
 
 LIVEPATCH_KOBJECT: Final = "livepatch"  # klp_root_kobj, beside which modules add theirs
 
 
-def find(core: ModuleLoader, name: str) -> tuple[Module, KobjectDef] | None:
+class Kernel(Protocol):
+    """What kobjects ask of the kernel: its modules, its log, its tasks and who runs what."""
+
+    modules: dict[str, Module]
+    log: KernelLog
+    tasks: SimulatedTasks
+
+    def running_func(self, function: str, pid: int) -> Func | None: ...
+
+
+def find(core: Kernel, name: str) -> tuple[Module, KobjectDef] | None:
     """The loaded module that owns /sys/kernel/<name>, and its kobject."""
     for module in core.modules.values():
         for kobj in module.definition.kobjects:
@@ -36,7 +42,7 @@ def find(core: ModuleLoader, name: str) -> tuple[Module, KobjectDef] | None:
     return None
 
 
-def create(core: ModuleLoader, module: Module) -> None:
+def create(core: Kernel, module: Module) -> None:
     """kobject_create_and_add() and sysfs_create_file() in the module's init.
 
     A name /sys/kernel already has fails as kobject_add_internal() does, and
@@ -65,7 +71,7 @@ def create(core: ModuleLoader, module: Module) -> None:
                     core.tasks.adopt_process(int(pid))
 
 
-def show(core: Core, module: Module, attr: AttrDef) -> str:
+def show(core: Kernel, module: Module, attr: AttrDef) -> str:
     """The attribute's show(): the constant, the parameter, or the pids left to call."""
     value = attr.value
     if isinstance(value, str):
@@ -79,7 +85,7 @@ def show(core: Core, module: Module, attr: AttrDef) -> str:
     return f"{len(module.pending_callers[value])}\n"
 
 
-def note_replacement_calls(core: Core) -> None:
+def note_replacement_calls(core: Kernel) -> None:
     """lp_sys_getpid()'s countdown: a listed task that runs calls the function in a loop, so
     once it runs the module's replacement it has called it, and leaves the count."""
     for module in core.modules.values():

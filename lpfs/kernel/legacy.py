@@ -9,15 +9,29 @@ expect the core lock held.
 """
 
 import errno
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lpfs.errors import KernelError
+from lpfs.kernel.structs import Patch
+from lpfs.kernel.transition import Transition
 
-if TYPE_CHECKING:
-    from lpfs.kernel.core import Core, Patch
+
+class Klp(Protocol):
+    """What this lifecycle asks of the livepatch core."""
+
+    patches: list[Patch]
+    engine: Transition
+
+    def init_patch_locked(self, patch: Patch) -> None: ...
+
+    def start_patching_locked(self, patch: Patch) -> None: ...
+
+    def start_unpatching_locked(self, patch: Patch) -> None: ...
+
+    def free_patch(self, patch: Patch, put_module: bool = True) -> None: ...
 
 
-def register_and_enable(core: "Core", patch: "Patch") -> None:
+def register_and_enable(core: Klp, patch: Patch) -> None:
     """A sample module's init of that time: register, then enable; unregister if that fails.
 
     Raises KernelError with the failing step's errno.
@@ -30,7 +44,7 @@ def register_and_enable(core: "Core", patch: "Patch") -> None:
         raise
 
 
-def enable(core: "Core", patch: "Patch") -> None:
+def enable(core: Klp, patch: Patch) -> None:
     """__klp_enable_patch() of 4.15-5.0: takes a module reference on every enable.
 
     Raises KernelError: EBUSY during a transition or when the patch below is
@@ -47,7 +61,7 @@ def enable(core: "Core", patch: "Patch") -> None:
     core.start_patching_locked(patch)
 
 
-def disable(core: "Core", patch: "Patch") -> None:
+def disable(core: Klp, patch: Patch) -> None:
     """__klp_disable_patch() of 4.15-5.0.
 
     Raises KernelError: EINVAL if not enabled, EBUSY during a transition or
@@ -63,6 +77,6 @@ def disable(core: "Core", patch: "Patch") -> None:
     core.start_unpatching_locked(patch)
 
 
-def unregister(core: "Core", patch: "Patch") -> None:
+def unregister(core: Klp, patch: Patch) -> None:
     """klp_unregister_patch(): the directory goes; registering took no module reference."""
     core.free_patch(patch, put_module=False)

@@ -12,60 +12,24 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from lpfs.errors import KernelError
 from lpfs.kernel import kobjects, legacy, params
 from lpfs.kernel.klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import Kprobe, Kprobes
-from lpfs.kernel.params import ParamValue
 from lpfs.kernel.profiles import Profile
-from lpfs.kernel.structs import ModuleDef, PendingCallers, TaskDef
+from lpfs.kernel.structs import VMLINUX, KlpObject, Module, ModuleDef, Patch, TaskDef
 from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
 from lpfs.kernel.transition import Transition
 
-if TYPE_CHECKING:
-    from lpfs.kernel.core import KlpObject, Patch
-
 TAINT_LIVEPATCH: Final = 15
-VMLINUX: Final = "vmlinux"
 FIRST_WORKER_PID: Final = 10000  # pids of the work items modules start
 MODULE_STATE_TEXT: Final = {
     "live": "[MODULE_STATE_LIVE] Normal state",
     "coming": "[MODULE_STATE_COMING] Full formed, running module_init",
     "going": "[MODULE_STATE_GOING] Going away",
 }
-
-
-@dataclass(eq=False)
-class Module:
-    """A loaded kernel module (struct module), livepatch or plain."""
-
-    definition: ModuleDef
-    created: float
-    refcnt: int = 0
-    state: str = "coming"  # initstate: coming, live, going
-    loaded: bool = True
-    patch: Patch | None = None
-    params: dict[str, ParamValue] = field(default_factory=dict)
-    tasks: dict[int, TaskDef] = field(default_factory=dict)  # running work, by pid
-    # The pids each counting attribute still waits for (test_klp_syscall's klp_pids).
-    pending_callers: dict[PendingCallers, list[int]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.definition.name
-
-    @property
-    def taint(self) -> str:
-        return "K" if self.definition.livepatch else ""
-
-    @property
-    def size(self) -> int:
-        """Core size in bytes, as lsmod shows it: whole pages, growing with the funcs."""
-        funcs = sum(len(obj.funcs) for obj in self.definition.objects)
-        return 4096 * (3 + (funcs + 7) // 8)
 
 
 class ModuleLoader:

@@ -5,10 +5,7 @@ import errno
 from lpfs.errors import KernelError
 from lpfs.kernel.kstrtox import kstrtobool, kstrtoint
 from lpfs.kernel.profiles import Profile
-from lpfs.kernel.structs import ParamDef
-
-Scalar = int | bool | str
-ParamValue = Scalar | tuple[Scalar, ...]
+from lpfs.kernel.structs import ParamDef, ParamScalar, ParamValue
 
 
 def parse(param: ParamDef, text: str | None, profile: Profile) -> ParamValue:
@@ -27,7 +24,7 @@ def parse(param: ParamDef, text: str | None, profile: Profile) -> ParamValue:
     return tuple(_parse_scalar(param, element, profile) for element in elements)
 
 
-def _parse_scalar(param: ParamDef, text: str | None, profile: Profile) -> Scalar:
+def _parse_scalar(param: ParamDef, text: str | None, profile: Profile) -> ParamScalar:
     if param.type == "bool":
         return True if text is None else kstrtobool(text.encode(), profile)
     if text is None:
@@ -44,7 +41,7 @@ def show(param: ParamDef, value: ParamValue) -> str:
     return f"{_show_scalar(param, value)}\n"
 
 
-def _show_scalar(param: ParamDef, value: Scalar) -> str:
+def _show_scalar(param: ParamDef, value: ParamScalar) -> str:
     if param.type == "bool":
         return "Y" if value else "N"
     return f"{value}"

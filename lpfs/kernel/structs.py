@@ -1,15 +1,21 @@
-"""The definitions of modules, as the kernel sees them: what a module file declares.
+"""The kernel's structs: modules as their files define them, and the live objects built from them.
 
-The structs of struct klp_patch, klp_object, klp_func and klp_state as a
-module defines them before klp_enable_patch(), and the module's other parts
-(parameters, kobjects, work items, kprobes, /proc files). ``formats`` reads
-files into these; the kernel model never reads a file.
+First the definitions: struct klp_patch, klp_object, klp_func and klp_state
+as a module declares them before klp_enable_patch(), and the module's other
+parts (parameters, kobjects, work items, kprobes, /proc files). ``formats``
+reads files into these; the kernel model never reads a file. Then the live
+objects: struct module, klp_patch, klp_object and klp_func as the kernel
+keeps them once loaded, which every part of the kernel model shares.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Final
 
 MODULE_NAME_LEN: Final = 56  # including the terminating NUL, as in the kernel
+VMLINUX: Final = "vmlinux"
 
 
 # Failures a func can inject, and the errno each reports (None: the kernel's own).
@@ -204,3 +210,117 @@ class ModuleDef:
 
     def param(self, name: str) -> ParamDef | None:
         return next((p for p in self.params if p.name == name), None)
+
+
+# The live objects the kernel builds from those definitions.
+
+ParamScalar = int | bool | str
+ParamValue = ParamScalar | tuple[ParamScalar, ...]
+
+
+@dataclass(eq=False)
+class Module:
+    """A loaded kernel module (struct module), livepatch or plain."""
+
+    definition: ModuleDef
+    created: float
+    refcnt: int = 0
+    state: str = "coming"  # initstate: coming, live, going
+    loaded: bool = True
+    patch: Patch | None = None
+    params: dict[str, ParamValue] = field(default_factory=dict)
+    tasks: dict[int, TaskDef] = field(default_factory=dict)  # running work, by pid
+    # The pids each counting attribute still waits for (test_klp_syscall's klp_pids).
+    pending_callers: dict[PendingCallers, list[int]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def taint(self) -> str:
+        return "K" if self.definition.livepatch else ""
+
+    @property
+    def size(self) -> int:
+        """Core size in bytes, as lsmod shows it: whole pages, growing with the funcs."""
+        funcs = sum(len(obj.funcs) for obj in self.definition.objects)
+        return 4096 * (3 + (funcs + 7) // 8)
+
+
+def kobject_name(name: str) -> str:
+    """A name as its sysfs directory shows it: kobject_set_name_vargs() turns '/' into '!'."""
+    return name.replace("/", "!")
+
+
+@dataclass(eq=False)
+class Func:
+    """struct klp_func: one redirected function, or a NOP of an atomic-replace patch."""
+
+    old_name: str
+    new_name: str
+    old_sympos: int
+    nop: bool = False
+    patched: bool = False
+    transition: bool = False
+    fault: str | None = None  # a failure the module file injects
+    fault_errno: int = 0
+    output: str | None = None  # what the replacement shows in /proc
+
+    @property
+    def dirname(self) -> str:
+        """The sysfs directory name; sympos 0 (unique) is shown as 1."""
+        return kobject_name(f"{self.old_name},{self.old_sympos or 1}")
+
+    @property
+    def replacement(self) -> str:
+        """The code this func makes tasks run; a NOP falls through to the original."""
+        return self.old_name if self.nop else self.new_name
+
+
+@dataclass(eq=False)
+class KlpObject:
+    """struct klp_object: vmlinux or one module, with its funcs and callbacks."""
+
+    name: str
+    funcs: list[Func]
+    dynamic: bool = False
+    patched: bool = False
+    freed: bool = False
+    callbacks: Callbacks | None = None
+    post_unpatch_enabled: bool = False
+
+    @property
+    def is_module(self) -> bool:
+        return self.name != VMLINUX
+
+    @property
+    def dirname(self) -> str:
+        return kobject_name(self.name)
+
+
+@dataclass(eq=False)
+class Patch:
+    """struct klp_patch: one livepatch module's patch."""
+
+    module: Module
+    replace: bool
+    states: tuple[StateDef, ...]
+    objects: list[KlpObject] = field(default_factory=list)
+    enabled: bool = False
+    forced: bool = False
+    freed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.module.name
+
+    def funcs(self) -> Iterator[Func]:
+        for obj in self.objects:
+            yield from obj.funcs
+
+    def find_object(self, name: str) -> KlpObject | None:
+        return next((obj for obj in self.objects if obj.name == name), None)
+
+    def find_object_dir(self, dirname: str) -> KlpObject | None:
+        return next((obj for obj in self.objects if obj.dirname == dirname), None)

@@ -11,16 +11,44 @@ All methods expect the core lock (klp_mutex) to be held by the caller.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from lpfs.kernel.clock import Clock
 from lpfs.kernel.klog import KERN_NOTICE, KERN_WARNING, KernelLog
+from lpfs.kernel.profiles import Profile
+from lpfs.kernel.structs import KlpObject, Patch
 from lpfs.kernel.tasks import PatchState, SchedState, Task, TaskSource
 
-if TYPE_CHECKING:
-    from lpfs.kernel.core import Core, Patch
-
 SIGNALS_TIMEOUT: Final = 15
+
+
+class Klp(Protocol):
+    """What the transition asks of the livepatch core (core.c's side of transition.c)."""
+
+    @property
+    def profile(self) -> Profile: ...
+
+    def functions_to_check(self, patch: Patch, target: PatchState) -> frozenset[str]: ...
+
+    def note_replacement_calls(self) -> None: ...
+
+    def object_loaded(self, obj: KlpObject) -> bool: ...
+
+    def post_patch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
+
+    def post_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
+
+    def unpatch_objects(self, patch: Patch) -> None: ...
+
+    def unpatch_replaced_patches(self, new_patch: Patch) -> None: ...
+
+    def discard_nops(self, patch: Patch) -> None: ...
+
+    def free_unused_patches(self, patch: Patch) -> None: ...
+
+    def put_after_unpatching(self, patch: Patch, target: PatchState) -> None: ...
+
+    def mark_forced(self, patch: Patch, target: PatchState) -> None: ...
 
 
 def _direction(target: PatchState) -> str:
@@ -57,7 +85,7 @@ class Transition:
 
     def __init__(
         self,
-        core: "Core",
+        core: Klp,
         source: TaskSource,
         log: KernelLog,
         clock: Clock,

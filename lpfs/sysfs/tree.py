@@ -33,11 +33,11 @@ from typing import Final
 
 from lpfs.errors import KernelError
 from lpfs.kernel import kobjects, params
-from lpfs.kernel.core import Core, KlpObject, Module, Patch
+from lpfs.kernel.core import Core
 from lpfs.kernel.kobjects import LIVEPATCH_KOBJECT
 from lpfs.kernel.kstrtox import kstrtobool
 from lpfs.kernel.profiles import Version
-from lpfs.kernel.structs import AttrDef, ParamText
+from lpfs.kernel.structs import AttrDef, KlpObject, Module, ParamText, Patch
 
 PAGE_SIZE: Final = 4096
 MAX_ATTRIBUTE_NODES: Final = 4096  # attribute nodes kept for their next lookup

@@ -23,7 +23,7 @@ from lpfs.errors import ControlError, ModfileError, UnsupportedKernel
 from lpfs.fuse import mounttable
 
 if TYPE_CHECKING:
-    from lpfs.daemon.daemon import daemon
+    from lpfs.daemon import daemon
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -105,7 +105,7 @@ def _serving_pid(mountpoint: Path) -> int | None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from lpfs.daemon.daemon import daemon  # the FUSE binding loads only where a daemon starts
+    from lpfs.daemon import daemon  # the FUSE binding loads only where a daemon starts
     from lpfs.kernel.profiles import Profile
 
     mountpoint = Path(args.mountpoint).absolute()
@@ -168,7 +168,7 @@ def _mount_in_background(options: "daemon.MountOptions", args: argparse.Namespac
             os.close(write_end)
 
         try:
-            from lpfs.daemon.daemon import daemon
+            from lpfs.daemon import daemon
 
             code = daemon.run(options, ready)
         except (ControlError, ModfileError, UnsupportedKernel) as exc:

@@ -15,7 +15,7 @@ from lpfs_fixtures import MODULES, Mount, missing, require_fuse, require_tools, 
 from lpfs.fuse import mounttable
 
 ROOT = Path(__file__).parents[2]
-HELPER = ROOT / "lpfs" / "system" / "mount.lpfs"
+HELPER = ROOT / "lpfs" / "tools" / "system" / "mount.lpfs"
 LPFS = Path(sys.executable).with_name("lpfs")  # the venv's console script
 
 
@@ -82,7 +82,9 @@ def test_missing_lpfs_is_a_mount_failure(tmp_path: Path) -> None:
     )
 
 
-SHELL_SCRIPTS = sorted([HELPER, ROOT / "lpfs" / "ns.sh", *(ROOT / "mountpoint-scripts").iterdir()])
+SHELL_SCRIPTS = sorted(
+    [HELPER, ROOT / "lpfs" / "tools" / "ns.sh", *(ROOT / "mountpoint-scripts").iterdir()]
+)
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=[s.name for s in SHELL_SCRIPTS])

@@ -12,10 +12,10 @@ import pytest
 from lpfs.errors import KernelError
 from lpfs.formats.modfile import parse
 from lpfs.kernel.clock import FakeClock
-from lpfs.kernel.core import Core, Patch
+from lpfs.kernel.core import Core
 from lpfs.kernel.klog import KernelLog
 from lpfs.kernel.profiles import Profile
-from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef, StateDef
+from lpfs.kernel.structs import FuncDef, ModuleDef, ObjectDef, Patch, StateDef
 from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
 
 CMDLINE = ("cmdline_proc_show", "livepatch_cmdline_proc_show")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fake_kernel import ALL_FLAGS, FakeKernel, dirent_names, init_out, name
 
-from lpfs.daemon.daemon import livepatchfs
+from lpfs.daemon import livepatchfs
 from lpfs.errors import KernelError, UnsupportedKernel
 from lpfs.fuse import session
 from lpfs.fuse.session import FuseOSError

@@ -109,9 +109,13 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="core and its parts, the session and its invalidator")
+# The session hands itself to its invalidator, which names its type: the
+# last cycle, type-only, to be cut by a protocol of what the invalidator reads.
+KNOWN_CYCLES = [["lpfs.fuse.invalidation", "lpfs.fuse.session"]]
+
+
 def test_no_import_cycle() -> None:
-    assert [] == cycles(GRAPH)
+    assert KNOWN_CYCLES == cycles(GRAPH)
 
 
 def test_the_cycle_finder_finds_one() -> None:

@@ -37,10 +37,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from lpfs.errors import KernelError
 from lpfs.formats.modfile import parse
 from lpfs.kernel.clock import FakeClock
-from lpfs.kernel.core import Core, Patch
+from lpfs.kernel.core import Core
 from lpfs.kernel.klog import KernelLog
 from lpfs.kernel.profiles import Profile
-from lpfs.kernel.structs import ModuleDef
+from lpfs.kernel.structs import ModuleDef, Patch
 from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
 
 IDLE, UNPATCHED, PATCHED = -1, 0, 1
