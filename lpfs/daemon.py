@@ -23,6 +23,7 @@ from .control import Reply, error_reply, socket_path
 from .control_server import ControlServer
 from .core import Core, Module, Patch
 from .errors import ControlError, KernelError, ModfileError
+from .fusestats import RequestCounts
 from .kallsyms import Kallsyms
 from .klog import LOG_USER, KernelLog
 from .kstrtox import kstrtobool
@@ -76,6 +77,7 @@ class Daemon:
             self.core.symbols = Kallsyms()
         self.tree = Tree(self.core)
         self.coherence = Coherence(self.core)
+        self.request_counts = RequestCounts()
         self.socket = socket_path(options.mountpoint)
         self.stopping = threading.Event()
 
@@ -301,6 +303,10 @@ class Daemon:
                 }
             )
 
+    def cmd_stats(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """Requests the FUSE session has read, by opcode (null through a libfuse binding)."""
+        return _ok({"fuse_requests": self.request_counts.named()})
+
     # -- lifecycle -----------------------------------------------------------
 
     def load_startup(self) -> None:
@@ -392,6 +398,7 @@ def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
             daemon.coherence,
             os.fspath(options.mountpoint),
             on_init,
+            request_counts=daemon.request_counts,
             allow_other=options.allow_other,
             threaded=options.threaded,
         )
