@@ -213,6 +213,7 @@ class Daemon:
         return _ok(self.klog.dyndbg_control(None if query is None else str(query)))
 
     def cmd_tasks(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        self.tasks.prefetch()  # this machine's threads as they are now, scanned unlocked
         with self.core.lock:
             if request.get("blocking"):
                 return _ok([asdict(b) for b in self.core.engine.blockers()])
