@@ -14,9 +14,15 @@
  * force_store() for a patch not in transition). Opening a file in a
  * direction its mode lacks fails with EACCES, as on sysfs. Nothing is
  * locked or allocated: the tree never changes.
+ *
+ * /requests counts the callbacks made so far, by name: libfuse 2 makes one
+ * per request, LOOKUP and GETATTR alike calling getattr (FORGET and the
+ * FLUSH it answers ENOSYS once call none). Requests about /requests itself
+ * are not counted, so reading it does not change what it shows.
  */
 #define FUSE_USE_VERSION 26
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <string.h>
@@ -47,6 +53,32 @@ static const struct node nodes[] = {
 };
 
 #define NR_NODES (sizeof(nodes) / sizeof(nodes[0]))
+#define REQUESTS "/requests"
+
+enum callback { GETATTR, OPENDIR, READDIR, RELEASEDIR, OPEN, READ, WRITE, TRUNCATE, RELEASE,
+		NR_CALLBACKS };
+static const char *const callback_names[NR_CALLBACKS] = {
+	"getattr", "opendir", "readdir", "releasedir", "open", "read", "write", "truncate",
+	"release",
+};
+static unsigned long calls[NR_CALLBACKS];
+
+static void count(enum callback callback, const char *path)
+{
+	if (strcmp(path, REQUESTS))
+		__atomic_fetch_add(&calls[callback], 1, __ATOMIC_RELAXED);
+}
+
+/* The text of /requests: one "name count" line per callback. */
+static int requests_text(char *buf, size_t size)
+{
+	int len = 0, i;
+
+	for (i = 0; i < NR_CALLBACKS; i++)
+		len += snprintf(buf + len, size - len, "%s %lu\n", callback_names[i],
+				__atomic_load_n(&calls[i], __ATOMIC_RELAXED));
+	return len;
+}
 
 static time_t mounted;
 
@@ -82,6 +114,14 @@ static int bl_getattr(const char *path, struct stat *st)
 	const struct node *node = find(path);
 	size_t i;
 
+	count(GETATTR, path);
+	if (!strcmp(path, REQUESTS)) {
+		memset(st, 0, sizeof(*st));
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = PAGE_SIZE;
+		return 0;
+	}
 	if (!node)
 		return -ENOENT;
 	memset(st, 0, sizeof(*st));
@@ -110,6 +150,7 @@ static int bl_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 
 	(void)offset;
 	(void)fi;
+	count(READDIR, path);
 	if (!node)
 		return -ENOENT;
 	if (!S_ISDIR(node->mode))
@@ -129,6 +170,9 @@ static int bl_open(const char *path, struct fuse_file_info *fi)
 	const struct node *node = find(path);
 	int access = fi->flags & O_ACCMODE;
 
+	count(OPEN, path);
+	if (!strcmp(path, REQUESTS))
+		return access == O_RDONLY ? 0 : -EACCES;
 	if (!node)
 		return -ENOENT;
 	if (S_ISDIR(node->mode))
@@ -145,8 +189,19 @@ static int bl_read(const char *path, char *buf, size_t size, off_t offset,
 {
 	const struct node *node = find(path);
 	size_t len;
+	char text[PAGE_SIZE];
 
 	(void)fi;
+	count(READ, path);
+	if (!strcmp(path, REQUESTS)) {
+		len = requests_text(text, sizeof(text));
+		if ((size_t)offset >= len)
+			return 0;
+		if (size > len - offset)
+			size = len - offset;
+		memcpy(buf, text + offset, size);
+		return (int)size;
+	}
 	if (!node || !node->text)
 		return -EBADF;
 	len = strlen(node->text);
@@ -161,7 +216,7 @@ static int bl_read(const char *path, char *buf, size_t size, off_t offset,
 static int bl_write(const char *path, const char *buf, size_t size, off_t offset,
 		    struct fuse_file_info *fi)
 {
-	(void)path;
+	count(WRITE, path);
 	(void)buf;
 	(void)size;
 	(void)offset;
@@ -174,18 +229,44 @@ static int bl_truncate(const char *path, off_t size)
 	const struct node *node = find(path);
 
 	(void)size;
+	count(TRUNCATE, path);
 	if (!node)
 		return -ENOENT;
 	return S_ISDIR(node->mode) ? -EISDIR : 0;
 }
 
+/* Requests libfuse answers the same without these; they are here to be counted. */
+static int bl_opendir(const char *path, struct fuse_file_info *fi)
+{
+	(void)fi;
+	count(OPENDIR, path);
+	return 0;
+}
+
+static int bl_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	(void)fi;
+	count(RELEASEDIR, path);
+	return 0;
+}
+
+static int bl_release(const char *path, struct fuse_file_info *fi)
+{
+	(void)fi;
+	count(RELEASE, path);
+	return 0;
+}
+
 static const struct fuse_operations ops = {
 	.getattr = bl_getattr,
+	.opendir = bl_opendir,
 	.readdir = bl_readdir,
+	.releasedir = bl_releasedir,
 	.open = bl_open,
 	.read = bl_read,
 	.write = bl_write,
 	.truncate = bl_truncate,
+	.release = bl_release,
 };
 
 int main(int argc, char *argv[])

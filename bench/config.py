@@ -22,6 +22,9 @@ class Config:
     scale_seconds: float  # of one listing or read run
     rss_ops: int  # mixed operations over which RSS growth is measured
     rss_samples: int  # RSS readings along them (after a warm-up of one sample's ops)
+    host_threads: int  # sleeping threads started for the `--tasks host` section
+    host_interval: float  # seconds between that section's transition retries
+    host_seconds: float  # of one read run there
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +45,9 @@ FULL: Final = Config(
     scale_seconds=0.5,
     rss_ops=100_000,
     rss_samples=10,
+    host_threads=1_000,
+    host_interval=0.1,
+    host_seconds=1.0,
 )
 
 SMOKE: Final = Config(
@@ -59,4 +65,7 @@ SMOKE: Final = Config(
     scale_seconds=0.05,
     rss_ops=400,
     rss_samples=4,
+    host_threads=100,
+    host_interval=0.1,
+    host_seconds=0.1,
 )

@@ -68,6 +68,31 @@ def throughput(section: dict[str, Any]) -> str:
     return title + "\n" + table(rows)
 
 
+def _requests(per_op: dict[str, float] | None) -> str:
+    """``4.00 (OPEN 1, READ 2, RELEASE 1)``: the total, then each kind; ``-`` if not counted."""
+    if not per_op:
+        return "-"
+    kinds = ", ".join(f"{k} {v:.2g}" for k, v in per_op.items() if k != "total" and v >= 0.005)
+    return f"{per_op['total']:.2f} ({kinds})" if kinds else f"{per_op['total']:.2f}"
+
+
+def requests(section: dict[str, Any]) -> str:
+    """FUSE requests per operation: lpfs's opcodes, the C baseline's libfuse callbacks."""
+    rows = [["op", "clients", "lpfs", "C -s (callbacks)"]]
+    for cell in section["cells"]:
+        stacks = cell["stacks"]
+        rows.append(
+            [
+                cell["op"],
+                str(cell["clients"]),
+                _requests(stacks["lpfs"].get("requests_per_op")),
+                _requests(stacks["c_single"].get("requests_per_op")),
+            ]
+        )
+    title = "FUSE requests per operation, counted by each daemon over every run of the cell"
+    return title + "\n" + table(rows)
+
+
 def _errors_note(section: dict[str, Any]) -> str:
     notes = []
     for cell in section["cells"]:
@@ -180,6 +205,30 @@ def _engine_row(name: str, size: dict[str, Any], mark: str) -> list[str]:
     ]
 
 
+def host_tasks(section: dict[str, Any]) -> str:
+    rows = [["daemon", "per read", "requests/op"]]
+    for name in ("idle", "transition"):
+        rows.append(
+            [
+                name,
+                spread_of(section[f"{name}_read_us"], lambda us: seconds(us * 1e-6)),
+                _requests(section["requests_per_op"][name]),
+            ]
+        )
+    title = (
+        f"--tasks host: reading enabled during a transition retried every "
+        f"{section['interval_s']} s over {section['tasks']} tasks "
+        f"({section['threads']} sleeping threads started; open all along: "
+        f"{section['open_all_along']}), median [min-max]"
+    )
+    target = section["targets"][0]
+    note = (
+        f"transition / idle: {times(section['ratio'])} (per repetition "
+        f"{spread_of(section['ratio_runs'], times)}), {target['limit']} {verdict(target['pass'])}"
+    )
+    return title + "\n" + table(rows) + "\n" + note
+
+
 def scale(section: dict[str, Any]) -> str:
     rows = [
         [
@@ -188,6 +237,7 @@ def scale(section: dict[str, Any]) -> str:
             "vs 1",
             "read enabled",
             "vs 1",
+            "requests/op (list, read)",
             "RSS",
             "RSS slope /10k ops",
             "noise",
@@ -202,6 +252,7 @@ def scale(section: dict[str, Any]) -> str:
                 times(row["ratio_list"]),
                 spread_of(row["read_us"], lambda us: seconds(us * 1e-6)),
                 times(row["ratio_read"]),
+                ", ".join(_requests(row["requests_per_op"][name]) for name in ("list", "read")),
                 f"{row['rss_mb']:.1f} MB",
                 f"{growth['slope_kb_per_10k_ops']:+.1f} KB",
                 f"{growth['noise_kb_per_10k_ops']:.1f} KB",
@@ -234,8 +285,10 @@ def render(results: dict[str, Any]) -> str:
         f"kernel {results['host']['kernel']}, Python {results['host']['python']}",
         throughput(results["throughput"]),
         _errors_note(results["throughput"]),
+        requests(results["throughput"]),
         startup(results["startup"], results["many"], results["cycle"]),
         engine(results["engine"]),
+        host_tasks(results["host_tasks"]),
         scale(results["scale"]),
         summary(results["targets"]),
     ]

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import config as bench_config
 import engine
+import hosttasks
 import psutil
 import report
 import scale
@@ -90,6 +91,7 @@ def measure_all(reaper: Reaper, binaries: toolchain.Binaries, config: Any) -> di
         ("startup", lambda: startup.measure_startup(reaper, binaries.baseline_fs, config)),
         ("many", lambda: startup.measure_many(reaper, config)),
         ("engine", lambda: engine.measure(config)),
+        ("host_tasks", lambda: hosttasks.measure(reaper, binaries.client, config)),
         ("scale", lambda: scale.measure(reaper, binaries.client, config)),
     )
     for name, step in steps:

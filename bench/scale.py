@@ -10,12 +10,14 @@ slope is a least-squares fit in KB per 10k operations. The daemons run
 their RSS series at the same time, each its own, to use both cores.
 """
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
 from client import run_client
 from config import Config
+from fusecounts import Counts, lpfs_reader, measured, per_op
 from procs import LpfsDaemon, Reaper, mount_lpfs, rss_mb, umount_lpfs
 from stats import ratio, slope, spread
 from targets import target
@@ -63,18 +65,31 @@ def last_patch_dir(daemon: LpfsDaemon, count: int) -> Path:
 
 def per_op_costs(
     client: Path, daemons: dict[int, LpfsDaemon], config: Config
-) -> dict[int, dict[str, list[float]]]:
-    """Microseconds per listing of kernel/livepatch and per read of the last patch's enabled."""
+) -> tuple[dict[int, dict[str, list[float]]], dict[int, dict[str, dict[str, float] | None]]]:
+    """Microseconds per listing of kernel/livepatch and per read of the last patch's
+    enabled; and the FUSE requests per operation of each."""
     costs: dict[int, dict[str, list[float]]] = {n: {"list": [], "read": []} for n in daemons}
+    requests: dict[int, dict[str, list[Counts | None]]] = {
+        n: {"list": [], "read": []} for n in daemons
+    }
+    ops: dict[int, dict[str, int]] = {n: {"list": 0, "read": 0} for n in daemons}
     for _ in range(config.repetitions):
         for count, daemon in daemons.items():
             patch = last_patch_dir(daemon, count)
             # readdir lists the parent of its path: the patch directory's is kernel/livepatch.
-            listing = run_client(client, "readdir", patch, seconds=config.scale_seconds)
-            reading = run_client(client, "read", patch / "enabled", seconds=config.scale_seconds)
-            costs[count]["list"].append(1e6 / listing.ops_per_s)
-            costs[count]["read"].append(1e6 / reading.ops_per_s)
-    return costs
+            for name, op, path in (("list", "readdir", patch), ("read", "read", patch / "enabled")):
+                one, counts = measured(
+                    lpfs_reader(daemon.path),
+                    functools.partial(run_client, client, op, path, seconds=config.scale_seconds),
+                )
+                costs[count][name].append(1e6 / one.ops_per_s)
+                requests[count][name].append(counts)
+                ops[count][name] += one.ops
+    per_kind = {
+        n: {name: per_op(requests[n][name], ops[n][name]) for name in ("list", "read")}
+        for n in daemons
+    }
+    return costs, per_kind
 
 
 def rss_growth(client: Path, daemon: LpfsDaemon, count: int, config: Config) -> dict[str, Any]:
@@ -109,7 +124,9 @@ def rss_growth(client: Path, daemon: LpfsDaemon, count: int, config: Config) -> 
     }
 
 
-def _summary(count: int, costs: dict[str, list[float]], base: dict[str, list[float]]) -> dict:
+def _summary(
+    count: int, costs: dict[str, list[float]], base: dict[str, list[float]]
+) -> dict[str, Any]:
     listing, reading = spread(costs["list"]), spread(costs["read"])
     return {
         "patches": count,
@@ -168,11 +185,12 @@ def measure(reaper: Reaper, client: Path, config: Config) -> dict[str, Any]:
         daemons[count], load_s[count] = mount_lpfs(
             reaper, path, "--scenario", str(scenario), "--transition-interval", "0"
         )
-    costs = per_op_costs(client, daemons, config)
+    costs, requests = per_op_costs(client, daemons, config)
     base = costs[config.scale_patches[0]]
     rows = []
     for count, daemon in daemons.items():
         row = _summary(count, costs[count], base)
+        row["requests_per_op"] = requests[count]
         row["mount_s"] = load_s[count]
         row["rss_mb"] = rss_mb(daemon.pid)
         rows.append(row)

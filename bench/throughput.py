@@ -6,6 +6,7 @@ demo patch enabled and idle. Every (op, clients) cell runs every stack once
 per repetition, in an order rotated each repetition, so drift hits all alike.
 """
 
+import functools
 import glob
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Final
 
 from client import OPS, ClientRun, run_client
 from config import Config
+from fusecounts import Counts, Reader, baseline_reader, lpfs_reader, measured, per_op
 from procs import Reaper, mount_baseline, mount_lpfs, umount_baseline, umount_lpfs
 from stats import ratio, spread
 from targets import target
@@ -57,18 +59,30 @@ def _merge_errors(runs: list[ClientRun]) -> dict[str, int]:
     return dict(errors)
 
 
-def _stack_summary(runs: list[ClientRun]) -> dict[str, Any]:
-    return {
+def _stack_summary(runs: list[ClientRun], requests: list[Counts | None]) -> dict[str, Any]:
+    ops = sum(one.ops for one in runs)
+    summary = {
         "ops_per_s": spread([one.ops_per_s for one in runs]),
-        "ops": sum(one.ops for one in runs),
+        "ops": ops,
         "ok": sum(one.ok for one in runs),
         "expected": sum(one.expected for one in runs),
         "errors": _merge_errors(runs),
     }
+    if requests:
+        summary["requests_per_op"] = per_op(requests, ops)
+    return summary
 
 
-def _cell(op: str, clients: int, runs: dict[str, list[ClientRun]]) -> dict[str, Any]:
-    stacks = {name: _stack_summary(stack_runs) for name, stack_runs in runs.items()}
+def _cell(
+    op: str,
+    clients: int,
+    runs: dict[str, list[ClientRun]],
+    requests: dict[str, list[Counts | None]],
+) -> dict[str, Any]:
+    stacks = {
+        name: _stack_summary(stack_runs, requests.get(name, []))
+        for name, stack_runs in runs.items()
+    }
     best = max(C_STACKS, key=lambda s: stacks[s]["ops_per_s"]["median"])
     lpfs = stacks["lpfs"]["ops_per_s"]["median"]
     sysfs = stacks.get("sysfs")
@@ -83,18 +97,33 @@ def _cell(op: str, clients: int, runs: dict[str, list[ClientRun]]) -> dict[str, 
     }
 
 
-def measure_cells(client: Path, paths: dict[str, Path], config: Config) -> list[dict[str, Any]]:
-    """Every (op, clients) cell, every stack, interleaved over the repetitions."""
+def measure_cells(
+    client: Path, paths: dict[str, Path], counters: dict[str, Reader | None], config: Config
+) -> list[dict[str, Any]]:
+    """Every (op, clients) cell, every stack, interleaved over the repetitions; with the
+    requests of every run on a stack that counts them (``counters``)."""
     runs: dict[tuple[str, int], dict[str, list[ClientRun]]] = defaultdict(lambda: defaultdict(list))
+    requests: dict[tuple[str, int], dict[str, list[Counts | None]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for rep in range(config.repetitions):
         for op in OPS:
             for clients in config.clients:
                 for stack in _rotated(_stacks_for(op, paths), rep):
-                    one = run_client(
-                        client, op, paths[stack], procs=clients, seconds=config.seconds
+                    one_run = functools.partial(
+                        run_client, client, op, paths[stack], procs=clients, seconds=config.seconds
                     )
+                    if stack in counters:
+                        one, counts = measured(counters[stack], one_run)
+                        requests[op, clients][stack].append(counts)
+                    else:
+                        one = one_run()
                     runs[op, clients][stack].append(one)
-    return [_cell(op, clients, runs[op, clients]) for op in OPS for clients in config.clients]
+    return [
+        _cell(op, clients, runs[op, clients], requests[op, clients])
+        for op in OPS
+        for clients in config.clients
+    ]
 
 
 def cell_targets(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,10 +158,15 @@ def measure(reaper: Reaper, client: Path, baseline: Path, config: Config) -> dic
         "c_multi": multi.path / PATCH_FILE,
         "lpfs": daemon.path / PATCH_FILE,
     }
+    counters = {
+        "c_single": baseline_reader(single.path),
+        "c_multi": baseline_reader(multi.path),
+        "lpfs": lpfs_reader(daemon.path),
+    }
     sysfs = find_sysfs_attribute()
     if sysfs is not None:
         paths = {"sysfs": sysfs, **paths}
-    cells = measure_cells(client, paths, config)
+    cells = measure_cells(client, paths, counters, config)
     umount_lpfs(reaper, daemon)
     warnings = []
     for mounted in (multi, single):

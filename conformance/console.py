@@ -46,8 +46,19 @@ class Console:
         self._transcript = transcript.open("w")
         self._buffer = ""
 
-    def wait_ready(self, timeout: float) -> None:
-        self._read_until(READY, time.monotonic() + timeout)
+    @classmethod
+    def start(cls, argv: list[str], transcript: Path, timeout: float) -> "Console":
+        """Start the program that runs the command loop; return once the loop is ready."""
+        process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        console = cls(process, transcript)
+        try:
+            console._read_until(READY, time.monotonic() + timeout)
+        except ConsoleError:
+            console.close()
+            raise
+        return console
 
     def close(self, grace: float = 0.0) -> None:
         """End the command loop's input, give the process ``grace`` seconds to

@@ -14,16 +14,12 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from kselftest.sources import SELFTEST_FILES
+from kselftest.sources import SELFTEST_FILES, FetchError, extract_members
 
 from .kernels import Kernel, Package, apt
 
 # Written once a directory is fully unpacked: a directory without it is redone.
 UNPACKED: Final = ".unpacked"
-
-
-class FetchError(Exception):
-    """A package could not be downloaded or unpacked; the message says which and why."""
 
 
 def download(package: Package, debs: Path) -> Path:
@@ -82,24 +78,9 @@ def unpack_source(kernel: Kernel, debs: Path, into: Path) -> Path:
     shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
     deb = download(kernel.source, debs)
-    tarball = f"./usr/src/{kernel.source.name}.tar.xz"
     wanted = (*SELFTEST_FILES, kernel.test_modules)
     # tar fails on a member already taken out with its parent directory.
-    members = [
-        f"{kernel.source.name}/{member}"
-        for member in wanted
-        if not any(member.startswith(f"{parent}/") for parent in wanted)
-    ]
-    # The package's one file of interest is the tree as an xz tarball; tar skips
-    # through the rest of it without writing anything.
-    script = 'dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | tar -xJ -C "$3" "${@:4}"'
-    result = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", script, "unpack", deb, tarball, into, *members],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise FetchError(f"{deb.name}: {result.stderr.strip()}")
+    members = [member for member in wanted if not any(member.startswith(f"{p}/") for p in wanted)]
+    extract_members(deb, kernel.source.name, into, members)
     (into / UNPACKED).touch()
     return top

@@ -1,7 +1,6 @@
 """lpfs emulating a given kernel: bash inside ``lpfs ns``, driven like the VM."""
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -33,18 +32,11 @@ class LpfsNs:
         self.transcript = transcript
 
     def __enter__(self) -> Self:
-        process = subprocess.Popen(
+        self.console = Console.start(
             [lpfs_command(), "ns", "--kernel", self.release, "--", "bash", "-c", COMMAND_LOOP],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            self.transcript,
+            START_TIMEOUT,
         )
-        self.console = Console(process, self.transcript)
-        try:
-            self.console.wait_ready(START_TIMEOUT)
-        except ConsoleError:
-            self.console.close()
-            raise
         return self
 
     def __exit__(

@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kselftest.sources import FetchError
+
 from . import compare, fetch, initramfs, selftests, treebuild
 from .compare import LeftoverError
 from .console import ConsoleError
-from .fetch import FetchError
 from .initramfs import InitramfsError
 from .kernels import METAPACKAGES, AptError, Kernel, pick
 from .lpfsns import LpfsNs

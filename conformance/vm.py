@@ -6,13 +6,12 @@ to a file: kernel messages (a patched console_loglevel prints them all, as
 test_klp_state does) never mix with a command's output.
 """
 
-import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from .console import Console, ConsoleError, Result
+from .console import Console, Result
 
 # TCG emulates every instruction; on a loaded 2-core host a boot has taken
 # from 4 s to 30 s, so the limit leaves a wide margin.
@@ -33,7 +32,7 @@ class Vm:
 
     def __enter__(self) -> Self:
         started = time.monotonic()
-        qemu = subprocess.Popen(
+        self.console = Console.start(
             [
                 *("qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", "1024"),
                 *("-nographic", "-no-reboot", "-nic", "none"),
@@ -41,16 +40,9 @@ class Vm:
                 *("-kernel", str(self.kernel), "-initrd", str(self.initramfs)),
                 *("-append", "console=ttyS1 panic=-1"),
             ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            self.transcript,
+            BOOT_TIMEOUT,
         )
-        self.console = Console(qemu, self.transcript)
-        try:
-            self.console.wait_ready(BOOT_TIMEOUT)
-        except ConsoleError:
-            self.console.close()
-            raise
         self.boot_seconds = time.monotonic() - started
         return self
 

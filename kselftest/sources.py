@@ -122,6 +122,27 @@ def download(tree: Tree, debs: Path, apt_root: Path) -> Path:
     return deb
 
 
+def extract_members(deb: Path, package: str, into: Path, members: list[str]) -> None:
+    """Take ``members`` (paths below ``package``'s tree) out of a linux-source .deb.
+
+    dpkg-deb writes the package's files as a tar stream; the kernel tree is one
+    member of it, itself an xz tar, which tar reads through without writing the
+    rest.
+    """
+    script = (
+        'dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/src/$2.tar.xz" | tar -xJ -C "$3" "${@:4}"'
+    )
+    paths = [f"{package}/{member}" for member in members]
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", script, "extract", deb, package, into, *paths],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise FetchError(f"{deb.name}: {result.stderr.strip()}")
+
+
 def extract(tree: Tree, deb: Path, trees: Path) -> Source:
     """The selftest files of ``deb``'s kernel tree, under ``trees/<deb's name>/``."""
     version = deb.name.split("_")[1]
@@ -129,20 +150,6 @@ def extract(tree: Tree, deb: Path, trees: Path) -> Source:
     top = into / tree.package
     if not (into / EXTRACTED).is_file():
         into.mkdir(parents=True, exist_ok=True)
-        members = [f"{tree.package}/{name}" for name in SELFTEST_FILES]
-        # dpkg-deb writes the package's files as a tar stream; the kernel tree is one
-        # member of it, itself an xz tar.
-        script = (
-            'dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/src/$2.tar.xz" '
-            '| tar -xJ -C "$3" "${@:4}"'
-        )
-        result = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", script, "extract", deb, tree.package, into, *members],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise FetchError(f"{deb.name}: {result.stderr.strip()}")
+        extract_members(deb, tree.package, into, list(SELFTEST_FILES))
         (into / EXTRACTED).touch()
     return Source(tree, version, top)

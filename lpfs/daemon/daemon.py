@@ -24,6 +24,7 @@ from lpfs.daemon.control_server import ControlServer
 from lpfs.errors import ControlError, KernelError, ModfileError
 from lpfs.formats import modfile, scenario
 from lpfs.fuse import mounttable
+from lpfs.fuse.stats import RequestCounts
 from lpfs.kernel.clock import SystemClock
 from lpfs.kernel.core import Core
 from lpfs.kernel.kallsyms import Kallsyms
@@ -79,6 +80,7 @@ class Daemon:
             self.core.symbols = Kallsyms()
         self.tree = Tree(self.core)
         self.coherence = Coherence(self.core)
+        self.request_counts = RequestCounts()
         self.socket = socket_path(options.mountpoint)
         self.stopping = threading.Event()
 
@@ -214,6 +216,7 @@ class Daemon:
         return _ok(self.klog.dyndbg_control(None if query is None else str(query)))
 
     def cmd_tasks(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        self.tasks.prefetch()  # this machine's threads as they are now, scanned unlocked
         with self.core.lock:
             if request.get("blocking"):
                 return _ok([asdict(b) for b in self.core.engine.blockers()])
@@ -303,6 +306,10 @@ class Daemon:
                     "modules": [_module_view(m) for m in core.modules.values()],
                 }
             )
+
+    def cmd_stats(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+        """Requests the FUSE session has read, by opcode (null through a libfuse binding)."""
+        return _ok({"fuse_requests": self.request_counts.named()})
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -395,6 +402,7 @@ def run(options: MountOptions, ready: Callable[[], None] = lambda: None) -> int:
             daemon.coherence,
             os.fspath(options.mountpoint),
             on_init,
+            request_counts=daemon.request_counts,
             allow_other=options.allow_other,
             threaded=options.threaded,
         )

@@ -20,6 +20,7 @@ from lpfs.daemon.coherence import Coherence
 from lpfs.errors import KernelError
 from lpfs.fuse import binding
 from lpfs.fuse.binding import FuseOSError
+from lpfs.fuse.stats import RequestCounts
 from lpfs.fuse.wire import reply_errno
 from lpfs.sysfs.tree import Handle, Tree
 
@@ -94,11 +95,13 @@ class LivepatchFS:
         tree: Tree,
         invalidation: Coherence | None = None,
         on_init: Callable[[], None] = lambda: None,
+        request_counts: RequestCounts | None = None,
     ) -> None:
         self._tree = tree
         # Told of every state change: lpfs's own session lets the kernel cache
         # names, attributes and listings, and invalidates what a change made stale.
         self.invalidation = invalidation
+        self.request_counts = request_counts  # lpfs's own session counts requests here
         self._on_init = on_init
         self._handles: dict[int, Handle] = {}
         self._fh_counter = itertools.count(1)
@@ -212,12 +215,13 @@ def serve(
     mountpoint: str,
     on_init: Callable[[], None],
     *,
+    request_counts: RequestCounts | None = None,
     allow_other: bool = False,
     threaded: bool = False,
 ) -> None:
     """Mount and serve until unmounted or signalled (SIGINT/SIGTERM unmount cleanly)."""
     binding.serve(
-        LivepatchFS(tree, coherence, on_init),
+        LivepatchFS(tree, coherence, on_init, request_counts),
         os.fspath(mountpoint),
         threaded=threaded,
         **mount_options(allow_other),

@@ -1,6 +1,6 @@
 """Which binding serves the mount: lpfs's own FUSE protocol session, or a fusepy-API one.
 
-By default lpfs speaks the kernel's FUSE protocol itself (``fuseproto``): no
+By default lpfs speaks the kernel's FUSE protocol itself (``session``): no
 libfuse and no ctypes callback per request. ``LPFS_BINDING`` picks a
 libfuse binding instead: ``mfusepy`` (the maintained fork, libfuse 2 or 3)
 or ``fusepy`` (libfuse 2, the required dependency), so all three can be

@@ -6,8 +6,8 @@ without libfuse: each request is one read of the device into a reused
 buffer, a struct unpack, a call into the operations object and one write.
 Through libfuse and ctypes every request also crosses a C-to-Python callback
 and the binding's generic wrappers, which cost more than lpfs's own work;
-here the kernel talks to Python directly. ``fusewire`` holds the layouts,
-``fusemount`` the mount.
+here the kernel talks to Python directly. ``wire`` holds the layouts,
+``mount`` the mount.
 
 It behaves as libfuse 2's high-level API does for the operations lpfs uses:
 node ids stand for paths (``st_ino`` is the node id), a missing operation is
@@ -30,7 +30,9 @@ lists in ``stable_entries`` exist as long as the mount, so they are answered
 with a long entry timeout and a path walk through them asks nothing, and
 every other name and every attribute follows the mount's timeouts.
 
-``invalidation`` is an ``invalidation.State``.
+``invalidation`` is a ``invalidation.State``. An operations object's
+``request_counts`` (a ``stats.RequestCounts``) is where the session
+counts the requests it reads, one increment each.
 """
 
 import bisect
@@ -50,6 +52,7 @@ from typing import Any, Final
 from lpfs.errors import UnsupportedKernel
 from lpfs.fuse.invalidation import Invalidator, State
 from lpfs.fuse.mount import FuseMount
+from lpfs.fuse.stats import RequestCounts
 from lpfs.fuse.wire import (
     ABORT_ERROR,
     ASYNC_READ,
@@ -104,6 +107,7 @@ from lpfs.fuse.wire import (
     NO_OPENDIR_MINOR,
     NO_OPENDIR_SUPPORT,
     OLDEST_MINOR,
+    OPCODES,
     OPEN,
     OPEN_IN,
     OPEN_OUT,
@@ -288,7 +292,12 @@ class Session:
         self.idle = False
         self.connection_ended = False  # unmounted or aborted: nothing is left to take down
         self.refusal: str | None = None  # why the kernel's protocol cannot be served
-        self.handlers: list[Callable[[int, int, memoryview], bytes | None] | None] = [None] * 64
+        self.handlers: list[Callable[[int, int, memoryview], bytes | None] | None] = [
+            None
+        ] * OPCODES
+        counts = getattr(operations, "request_counts", None)
+        self.request_counts = counts if isinstance(counts, RequestCounts) else RequestCounts()
+        self.request_counts.counting = True
         for opcode, handler in self._table().items():
             self.handlers[opcode] = handler
 
@@ -397,6 +406,7 @@ class Session:
         readv, write = os.readv, os.write
         unpack = IN_HEADER.unpack_from
         handlers = self.handlers
+        requests = self.request_counts.by_opcode
         answer = self._answer
         os.set_blocking(fd, False)
         while not self.stopping:
@@ -418,7 +428,11 @@ class Session:
             _length, opcode, unique, nodeid, uid, gid, pid = unpack(buffer)
             request = view[:length]
             _context[0] = (uid, gid, pid)
-            handler = handlers[opcode] if opcode < 64 else None
+            if opcode < OPCODES:
+                requests[opcode] += 1
+                handler = handlers[opcode]
+            else:
+                handler = None
             if handler is None:
                 reply: bytes | None = error_reply(unique, errno.ENOSYS)
             else:

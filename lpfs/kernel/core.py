@@ -348,6 +348,7 @@ class Core(ModuleLoader):
         patch's transition. Writing the opposite value during the patch's own
         transition reverses it.
         """
+        self.tasks.prefetch()  # the transition's first try, without holding the lock to scan
         with self.lock:
             self._check_alive(patch)
             if patch.enabled == enabled:
@@ -408,9 +409,7 @@ class Core(ModuleLoader):
 
     def transition_work(self) -> bool:
         """klp_transition_work_fn(): one retry; False if no transition was in progress."""
-        # Read the host's threads before taking the lock: a scan of /proc at
-        # thousands of threads must not hold up every sysfs read.
-        self.tasks.prefetch()
+        self.tasks.prefetch()  # scanned without the lock, as every sysfs read takes it
         with self.lock:
             if self.engine.patch is None:
                 return False

@@ -80,7 +80,7 @@ def show(core: Kernel, module: Module, attr: AttrDef) -> str:
         param = module.definition.param(value.param)
         assert param is not None
         return params.show(param, module.params[value.param])
-    core.tasks.tasks()  # the states of real processes, as they are now
+    core.tasks.follow(module.pending_callers[value])  # their states as they are now
     note_replacement_calls(core)
     return f"{len(module.pending_callers[value])}\n"
 

@@ -54,6 +54,8 @@ class ModuleLoader:
         EEXIST if a module of that name is loaded, or the error of
         klp_enable_patch(), in which case the module is not loaded.
         """
+        if definition.livepatch:
+            self.tasks.prefetch()  # the transition's first try, without holding the lock to scan
         with self.lock:
             if definition.name in self.modules:
                 raise KernelError(errno.EEXIST)

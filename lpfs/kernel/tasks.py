@@ -7,8 +7,10 @@ tasks that tests and scenario files create and change; every source also
 supplies one idle task per CPU (``swapper/N``), as the kernel keeps them.
 """
 
+import itertools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Final, Protocol
@@ -98,13 +100,21 @@ class SimulatedTasks:
         self.on_new: Callable[[Task, Task | None], None] = lambda task, parent: None
 
     def tasks(self) -> list[Task]:
-        for pid, task in list(self._adopted.items()):
+        self.follow(list(self._adopted))
+        return [*self._by_pid.values(), *self._adopted.values(), *self._idle]
+
+    def follow(self, pids: Iterable[int]) -> None:
+        """Bring the named processes of this machine in line with /proc now: a few reads
+        each, for the few a module names, so callers may hold the core lock."""
+        for pid in pids:
+            task = self._adopted.get(pid)
+            if task is None:
+                continue
             info = read_thread(pid, pid)
             if info is None:
                 del self._adopted[pid]
             else:
                 _follow(task, info)
-        return [*self._by_pid.values(), *self._adopted.values(), *self._idle]
 
     def get(self, pid: int) -> Task | None:
         return self._by_pid.get(pid) or self._adopted.get(pid)
@@ -249,6 +259,11 @@ def host_threads(exclude_pid: int) -> list[ThreadInfo]:
 class HostTasks(SimulatedTasks):
     """The real threads of this machine, plus any simulated tasks added by hand.
 
+    The threads are those of the newest scan of /proc: ``prefetch()`` scans,
+    without the core lock (at thousands of threads a scan takes long enough
+    to hold up every sysfs read), and the next ``tasks()``, under the lock,
+    takes the scan in. Between scans ``tasks()`` reads nothing.
+
     A thread whose kernel stack cannot be read counts as having an
     unreliable stack. A thread that appears inherits the patch state of its
     process (or, for a new process, of its parent) through ``on_new``; one
@@ -259,18 +274,36 @@ class HostTasks(SimulatedTasks):
         super().__init__(ncpus)
         self._exclude = os.getpid() if exclude_pid is None else exclude_pid
         self._threads: dict[int, Task] = {}
-        self._snapshot: list[ThreadInfo] | None = None  # read by prefetch(), not yet used
+        self._scans = itertools.count(1)  # numbers scans in the order they start
+        self._taken = 0  # the number of the scan the threads are from
+        # The newest finished scan not yet taken in; its own lock, as scanners hold no other.
+        self._scanned: tuple[int, list[ThreadInfo]] | None = None
+        self._scanned_lock = threading.Lock()
 
     def prefetch(self) -> None:
-        """Read this machine's threads now, for the next ``tasks()``: the caller holds no
-        lock, so readers of sysfs do not wait for the scan of /proc."""
-        self._snapshot = host_threads(self._exclude)
+        """Scan this machine's threads for the next ``tasks()``; called without the core lock.
+
+        Of scans that overlap, the one that started last wins, whichever ends last.
+        """
+        number = next(self._scans)
+        threads = host_threads(self._exclude)
+        with self._scanned_lock:
+            if self._scanned is None or self._scanned[0] < number:
+                self._scanned = (number, threads)
 
     def tasks(self) -> list[Task]:
-        snapshot, self._snapshot = self._snapshot, None
+        with self._scanned_lock:
+            scanned, self._scanned = self._scanned, None
+        if scanned is not None and scanned[0] > self._taken:
+            self._taken = scanned[0]
+            self._take(scanned[1])
+        return [*self._threads.values(), *super().tasks()]
+
+    def _take(self, snapshot: list[ThreadInfo]) -> None:
+        """Follow a scan: threads that exited since the last one go, new ones come in."""
         seen: dict[int, Task] = {}
         fresh: list[tuple[Task, ThreadInfo]] = []
-        for info in snapshot if snapshot is not None else host_threads(self._exclude):
+        for info in snapshot:
             task = self._threads.get(info.tid)
             if task is None:
                 task = Task(pid=info.tid, comm=info.comm)
@@ -281,7 +314,19 @@ class HostTasks(SimulatedTasks):
         for task, info in fresh:
             leader = info.pid if info.tid != info.pid else info.ppid
             self.on_new(task, seen.get(leader) if leader != info.tid else None)
-        return [*seen.values(), *super().tasks()]
+
+    def follow(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            task = self._threads.get(pid)
+            if task is None:
+                continue
+            # /proc/<tid> answers for any thread, not only a process's leader.
+            info = read_thread(pid, pid)
+            if info is None:
+                del self._threads[pid]
+            else:
+                _follow(task, info)
+        super().follow(pids)
 
     def get(self, pid: int) -> Task | None:
         return self._threads.get(pid) or super().get(pid)

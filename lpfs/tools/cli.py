@@ -453,6 +453,21 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    stats = _call(args, "stats")
+    if args.json:
+        _print_json(stats)
+        return EXIT_OK
+    counts = stats["fuse_requests"]
+    if counts is None:
+        print("FUSE requests: not counted (a libfuse binding serves this mount)")
+        return EXIT_OK
+    print(f"{'REQUEST':<12} {'COUNT':>12}")
+    for name, count in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"{name:<12} {count:>12}")
+    return EXIT_OK
+
+
 def _transition_line(transition: dict[str, Any] | None) -> str:
     if transition is None:
         return "transition:  none"
@@ -701,10 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, metavar="S")
 
     add("reset", cmd_reset, "unload everything and clear the log")
-    p = add("status", cmd_status, "show the emulated kernel's state", data)
-    p.add_argument(
+    add("status", cmd_status, "show the emulated kernel's state", data).add_argument(
         "--wait", action="store_true", help="follow the transition until it completes or reverses"
     )
+    add("stats", cmd_stats, "count the FUSE requests served, by kind", data)
     return parser
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from lpfs_fixtures import require_fuse
 
 RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
-SECTIONS = ("throughput", "cycle", "startup", "many", "engine", "scale")
+SECTIONS = ("throughput", "cycle", "startup", "many", "engine", "host_tasks", "scale")
 OPS = {"read", "stat", "write", "trunc", "readdir"}
 
 
@@ -54,6 +54,8 @@ def test_smoke_run_writes_well_formed_results(tmp_path):
     for cell in cells:
         assert {"c_single", "c_multi", "lpfs"} <= set(cell["stacks"])
         assert all(is_spread(stack["ops_per_s"]) for stack in cell["stacks"].values())
+        for stack in ("c_single", "c_multi", "lpfs"):
+            assert cell["stacks"][stack]["requests_per_op"]["total"] >= 0
     assert all(is_spread(size["try_s"]) for size in data["engine"]["simulated"])
     assert data["config"]["scale_patches"] == [row["patches"] for row in data["scale"]["rows"]]
     assert data["many"]["all_gone"]

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from lpfs_fixtures import MODULES, Mount, lpfs_cli
 
+from lpfs.fuse import binding
+
 LP = "test_klp_livepatch"
 MOD = "test_klp_callbacks_mod"
 DMESG_PREFIX = re.compile(r"^\[ *\d+\.\d{6}\] ")
@@ -173,6 +175,36 @@ class TestStatus:
         transition = blocked.status()["transition"]
         actual = {key: transition[key] for key in ("patch", "direction", "tasks_switched")}
         assert {"patch": LP, "direction": "patching", "tasks_switched": 2} == actual
+
+
+class TestStats:
+    """lpfs's own session counts the requests it reads; a libfuse binding counts none."""
+
+    def requests(self, mnt: Mount) -> dict[str, int] | None:
+        counts: dict[str, int] | None = json.loads(mnt.lpfs("stats", "--json").stdout)[
+            "fuse_requests"
+        ]
+        return counts
+
+    @pytest.mark.own_session
+    def test_a_read_counts_its_open_and_reads(self, lp: Mount) -> None:
+        before = self.requests(lp)
+        assert before is not None
+        lp.read(f"kernel/livepatch/{LP}/enabled")
+        after = self.requests(lp)
+        assert after is not None
+        grown = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in ("OPEN", "READ")}
+        assert {"OPEN": 1, "READ": 2} == grown
+
+    def test_counted_only_by_lpfss_own_session(self, lp: Mount) -> None:
+        assert (binding.NAME == "lpfs.fuse.session") == (self.requests(lp) is not None)
+
+    @pytest.mark.own_session
+    def test_the_table_names_each_kind(self, lp: Mount) -> None:
+        lp.read(f"kernel/livepatch/{LP}/enabled")
+        rows = [line.split() for line in lp.lpfs("stats").stdout.splitlines()]
+        assert ["REQUEST", "COUNT"] == rows[0]
+        assert {"INIT", "OPEN", "READ"} <= {row[0] for row in rows[1:]}
 
 
 class TestDmesg:
