@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from lpfs import control
+from lpfs.control.client import Client
+from lpfs.control.protocol import socket_path
 
 T = TypeVar("T")
 Counts = dict[str, int]
@@ -21,7 +22,7 @@ Reader = Callable[[], Counts]
 def lpfs_reader(mountpoint: Path) -> Reader | None:
     """The counts of the lpfs daemon serving ``mountpoint``; None if it counts nothing
     (a libfuse binding serves it)."""
-    client = control.Client(control.socket_path(mountpoint), timeout=10)
+    client = Client(socket_path(mountpoint), timeout=10)
 
     def read() -> Counts:
         counts: Counts = client.call("stats")["data"]["fuse_requests"]
