@@ -92,7 +92,8 @@ class Daemon:
         if handler is None:
             return error_reply("usage", f"unknown command '{cmd}'")
         try:
-            return handler(request, send)
+            reply: Reply | None = handler(request, send)
+            return reply
         except KernelError as exc:
             return _kernel_error(exc)
         except ModfileError as exc:

@@ -164,7 +164,7 @@ class NsFiles:
         fd = self._host_fds.get(name)
         if fd is None:
             return b""
-        chunks = []
+        chunks: list[bytes] = []
         while chunk := os.pread(fd, 1 << 20, sum(map(len, chunks))):
             chunks.append(chunk)
         return b"".join(chunks)
@@ -298,10 +298,11 @@ class NsFiles:
             target = self._module_target(name)
             if target is not None:
                 return stat.S_IFLNK | 0o777, target, None
-        entry = {
-            "/kernel": self._kernel.entry,
-            "/kernel/debug": self._kernel.debug_entry,
-        }.get(parent, lambda name: None)(name)
+        entry = None
+        if parent == "/kernel":
+            entry = self._kernel.entry(name)
+        elif parent == "/kernel/debug":
+            entry = self._kernel.debug_entry(name)
         if entry is None:
             raise FuseOSError(errno.ENOENT)
         return entry.mode, entry.target, None

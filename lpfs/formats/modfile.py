@@ -82,11 +82,11 @@ class _Reader:
         return value
 
     def array(self, doc: dict[str, Any], where: str, key: str) -> list[Any]:
-        value = self.get(doc, where, key, list, [])
+        value: list[Any] = self.get(doc, where, key, list, [])
         return value
 
     def count(self, doc: dict[str, Any], where: str, key: str, default: Any) -> int:
-        value = self.get(doc, where, key, int, default)
+        value: int = self.get(doc, where, key, int, default)
         if value < 0:
             raise self.fail(_join(where, key), f"must not be negative, got {value}")
         return value
@@ -415,7 +415,7 @@ _SYSFS_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.:-]+")
 
 def _sysfs_name(rd: _Reader, doc: dict[str, Any], where: str) -> str:
     """A kobject's or an attribute's name: one path component sysfs can show."""
-    name = rd.get(doc, where, "name", str, _REQUIRED)
+    name: str = rd.get(doc, where, "name", str, _REQUIRED)
     if not _SYSFS_NAME_RE.fullmatch(name) or name in (".", ".."):
         raise rd.fail(f"{where}.name", f"'{name}' is not a sysfs name")
     return name

@@ -131,6 +131,8 @@ class Core(ModuleLoader):
             self._run_callback(patch, obj, "pre_patch")
             wanted = obj.callbacks.pre_patch_ret
             value = patch.module.params.get(wanted, 0) if isinstance(wanted, str) else wanted
+            if isinstance(value, tuple):  # the module file reader refuses this
+                raise TypeError(f"pre_patch returns the array parameter {wanted!r}")
             ret = int(value)
         obj.post_unpatch_enabled = ret == 0
         return ret
