@@ -53,6 +53,14 @@ class UnsupportedKernel(Exception):
     """
 
 
+class RequestError(ValueError):
+    """A control request that does not carry what its command needs: the client's fault.
+
+    Raised by ``control.requests.parse`` and by a handler's own checks of its
+    fields; the daemon answers it as a usage error.
+    """
+
+
 class ControlError(Exception):
     """A fault of the control protocol: a malformed request or reply, or no daemon.
 

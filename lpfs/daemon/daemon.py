@@ -5,6 +5,7 @@ mounts and serves until the mount goes away (``lpfs umount``, ``fusermount
 -u``) or SIGINT/SIGTERM, which libfuse turns into a clean unmount.
 """
 
+import dataclasses
 import errno
 import logging
 import os
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from lpfs import __version__
+from lpfs.control import requests
 from lpfs.control.protocol import Reply, error_reply, socket_path
 from lpfs.daemon import livepatchfs
 from lpfs.daemon.coherence import Coherence
 from lpfs.daemon.control_server import ControlServer
-from lpfs.errors import ControlError, KernelError, ModfileError
+from lpfs.errors import ControlError, KernelError, ModfileError, RequestError
 from lpfs.formats import modfile, scenario
 from lpfs.fuse import mounttable
 from lpfs.fuse.stats import RequestCounts
@@ -87,21 +89,32 @@ class Daemon:
     # -- requests ------------------------------------------------------------
 
     def handle(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply | None:
-        cmd = request["cmd"]
-        handler = getattr(self, f"cmd_{cmd}", None)
-        if handler is None:
-            return error_reply("usage", f"unknown command '{cmd}'")
+        """One request: parsed into its record, then answered by ``cmd_<command>``.
+
+        The client's faults are usage errors; the emulated kernel's refusals are
+        kernel errors; anything else is lpfs's own failure, logged with its
+        traceback and reported as internal, never blamed on the client.
+        """
         try:
-            reply: Reply | None = handler(request, send)
-            return reply
+            parsed = requests.parse(request)
+        except RequestError as exc:
+            return error_reply("usage", str(exc))
+        cmd = request["cmd"]
+        handler: Callable[[Any, Callable[[Reply], None]], Reply | None]
+        handler = getattr(self, f"cmd_{cmd}")
+        try:
+            return handler(parsed, send)
         except KernelError as exc:
             return _kernel_error(exc)
         except ModfileError as exc:
             return error_reply("modfile", str(exc), errno.ENOEXEC)
-        except (KeyError, TypeError, ValueError) as exc:
+        except RequestError as exc:
             return error_reply("usage", f"bad '{cmd}' request: {exc}")
+        except Exception as exc:
+            log.exception("internal error answering %r", request)
+            return error_reply("internal", f"lpfs failed to answer '{cmd}': {exc!r}")
 
-    def cmd_ping(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_ping(self, request: requests.Ping, send: Callable[[Reply], None]) -> Reply:
         return _ok(self._identity())
 
     def _identity(self) -> dict[str, Any]:
@@ -113,32 +126,28 @@ class Daemon:
             "kernel": self.core.profile.release,
         }
 
-    def cmd_insmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        file, text = request["file"], request["text"]
-        params = request.get("params", [])
-        if not isinstance(file, str) or not isinstance(text, str) or not isinstance(params, list):
-            raise TypeError("file and text must be strings, params a list")
+    def cmd_insmod(self, request: requests.Insmod, send: Callable[[Reply], None]) -> Reply:
         # A packed .ko names its module itself; a file's name may differ from it.
-        stem = str(request.get("name") or os.path.basename(file).split(".", 1)[0])
-        definition = modfile.parse(text, file, default_name=stem)
-        self.core.insmod(definition, tuple(str(p) for p in params))
+        stem = request.name or os.path.basename(request.file).split(".", 1)[0]
+        definition = modfile.parse(request.text, request.file, default_name=stem)
+        self.core.insmod(definition, request.params)
         return _ok()
 
-    def cmd_rmmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        self.core.rmmod(modfile.module_name_from_arg(str(request["name"])))
+    def cmd_rmmod(self, request: requests.Rmmod, send: Callable[[Reply], None]) -> Reply:
+        self.core.rmmod(modfile.module_name_from_arg(request.name))
         return _ok()
 
-    def cmd_lsmod(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_lsmod(self, request: requests.Lsmod, send: Callable[[Reply], None]) -> Reply:
         with self.core.lock:
             # /proc/modules lists the most recently loaded module first.
             modules = [_module_view(m) for m in reversed(self.core.modules.values())]
         return _ok(modules)
 
-    def cmd_dmesg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply | None:
+    def cmd_dmesg(self, request: requests.Dmesg, send: Callable[[Reply], None]) -> Reply | None:
         records = self.klog.records()
-        if request.get("clear"):
+        if request.clear:
             self.klog.clear()
-        if not request.get("follow"):
+        if not request.follow:
             return _ok([asdict(r) for r in records])
         after = records[-1].seq if records else -1
         try:
@@ -150,12 +159,9 @@ class Daemon:
             pass
         return None
 
-    def cmd_kmsg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_kmsg(self, request: requests.Kmsg, send: Callable[[Reply], None]) -> Reply:
         """A write to /dev/kmsg: one record, an optional ``<N>`` prefix sets its level."""
-        text = request["text"]
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, not {type(text).__name__}")
-        text = text.rstrip("\n")
+        text = request.text.rstrip("\n")
         level, facility = DEFAULT_MESSAGE_LOGLEVEL, LOG_USER
         prefix = re.match(r"<(\d+)>", text)
         if prefix:
@@ -166,67 +172,67 @@ class Daemon:
         self.klog.printk(level, text, facility)
         return _ok()
 
-    def cmd_call(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_call(self, request: requests.Call, send: Callable[[Reply], None]) -> Reply:
         """A task calls a show function (of vmlinux, or of ``object``): the replacement it
         runs and its output, or None for the original code. The function tracer sees it."""
         func = self.core.call(
-            str(request["function"]),
-            int(request.get("pid", 0)),
-            str(request.get("comm", "")),
-            str(request.get("object", VMLINUX)),
+            request.function, request.pid, request.comm, request.object or VMLINUX
         )
         if func is None:
             return _ok(None)
         return _ok({"new_name": func.new_name, "output": func.output})
 
-    def cmd_tracing(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_tracing(self, request: requests.Tracing, send: Callable[[Reply], None]) -> Reply:
         """A tracing/<file> read, or a write (``data``, after a truncation if asked)."""
-        name = str(request["file"])
+        name = request.file
         with self.core.lock:
-            if request.get("truncate"):
+            if request.truncate:
                 self.core.ftrace.truncate(name)
-            if "data" in request:
-                self.core.ftrace.store(name, str(request["data"]))
+            if request.data is not None:
+                self.core.ftrace.store(name, request.data)
             return _ok(self.core.ftrace.show(name))
 
-    def cmd_kprobes(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_kprobes(self, request: requests.Kprobes, send: Callable[[Reply], None]) -> Reply:
         """kprobes/enabled and kprobes/list; ``enabled`` is a write of that text, parsed
         as write_enabled_file_bool() does (kstrtobool)."""
         kprobes = self.core.kprobes
         with self.core.lock:
-            if "enabled" in request:
-                text = str(request["enabled"]).encode(errors="surrogateescape")
+            if request.enabled is not None:
+                text = request.enabled.encode(errors="surrogateescape")
                 kprobes.set_enabled(kstrtobool(text, self.core.profile))
             return _ok({"enabled": kprobes.show_enabled(), "list": kprobes.show_list()})
 
-    def cmd_kallsyms(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_kallsyms(self, request: requests.Kallsyms, send: Callable[[Reply], None]) -> Reply:
         """The /proc/kallsyms lines of what lpfs adds to the kernel."""
         return _ok(self.core.kallsyms())
 
-    def cmd_sysctl(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_sysctl(self, request: requests.Sysctl, send: Callable[[Reply], None]) -> Reply:
         """kernel.ftrace_enabled, the one sysctl lpfs emulates."""
-        if request.get("name") != "kernel.ftrace_enabled":
-            raise KernelError(errno.ENOENT, f"no sysctl {request.get('name')!r}")
-        if "value" in request:
-            self.core.set_ftrace_enabled(bool(int(request["value"])))
+        if request.name != "kernel.ftrace_enabled":
+            raise KernelError(errno.ENOENT, f"no sysctl {request.name!r}")
+        if request.value is not None:
+            self.core.set_ftrace_enabled(bool(request.value))
         return _ok(int(self.core.ftrace_enabled))
 
-    def cmd_dyndbg(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_dyndbg(self, request: requests.Dyndbg, send: Callable[[Reply], None]) -> Reply:
         """/sys/kernel/debug/dynamic_debug/control: apply a query, return the listing."""
-        query = request.get("query")
-        return _ok(self.klog.dyndbg_control(None if query is None else str(query)))
+        return _ok(self.klog.dyndbg_control(request.query))
 
-    def cmd_tasks(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_tasks(self, request: requests.Tasks, send: Callable[[Reply], None]) -> Reply:
         self.tasks.prefetch()  # this machine's threads as they are now, scanned unlocked
         with self.core.lock:
-            if request.get("blocking"):
+            if request.blocking:
                 return _ok([asdict(b) for b in self.core.engine.blockers()])
             return _ok([task.view() for task in self.tasks.tasks()])
 
-    def cmd_task_add(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        task = scenario.task_from_fields(request)
+    def cmd_task_add(self, request: requests.TaskAdd, send: Callable[[Reply], None]) -> Reply:
+        try:
+            fields = {k: v for k, v in dataclasses.asdict(request).items() if v is not None}
+            task = scenario.task_from_fields({**fields, "stack": list(request.stack)})
+        except (TypeError, ValueError) as exc:
+            raise RequestError(str(exc)) from None
         with self.core.lock:
-            parent_pid = request.get("parent")
+            parent_pid = request.parent
             parent = self.tasks.get(parent_pid) if parent_pid is not None else None
             if parent_pid is not None and parent is None:
                 raise KernelError(errno.ESRCH, f"no task with pid {parent_pid}")
@@ -236,64 +242,57 @@ class Daemon:
                 raise KernelError(errno.EEXIST, f"pid {task.pid} exists") from None
         return _ok(task.view())
 
-    def cmd_task_set(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_task_set(self, request: requests.TaskSet, send: Callable[[Reply], None]) -> Reply:
         with self.core.lock:
-            task = self.tasks.get(request["pid"])
+            task = self.tasks.get(request.pid)
             if task is None:
-                raise KernelError(errno.ESRCH, f"no task with pid {request['pid']}")
-            if "state" in request:
-                task.state = SchedState.parse(str(request["state"]))
-            if "stack" in request:
-                stack = request["stack"]
-                if not isinstance(stack, list) or not all(isinstance(f, str) for f in stack):
-                    raise TypeError("stack must be a list of function names")
-                task.stack = tuple(stack)
-            for flag in ("kthread", "unreliable"):
-                if flag in request:
-                    setattr(task, flag, bool(request[flag]))
-            if "comm" in request:
-                task.comm = str(request["comm"])[:15]
+                raise KernelError(errno.ESRCH, f"no task with pid {request.pid}")
+            if request.state is not None:
+                task.state = _sched_state(request.state)
+            if request.stack is not None:
+                task.stack = request.stack
+            if request.kthread is not None:
+                task.kthread = request.kthread
+            if request.unreliable is not None:
+                task.unreliable = request.unreliable
+            if request.comm is not None:
+                task.comm = request.comm[:15]
             self.core.changed.notify_all()
             return _ok(task.view())
 
-    def cmd_task_exit(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_task_exit(self, request: requests.TaskExit, send: Callable[[Reply], None]) -> Reply:
         with self.core.lock:
             try:
-                self.tasks.remove(request["pid"])
+                self.tasks.remove(request.pid)
             except KeyError:
-                raise KernelError(errno.ESRCH, f"no task with pid {request['pid']}") from None
+                raise KernelError(errno.ESRCH, f"no task with pid {request.pid}") from None
             self.core.changed.notify_all()
         return _ok()
 
-    def cmd_tick(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        count = request.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ValueError("count must be a positive integer")
-        return _ok(self.core.tick(count))
+    def cmd_tick(self, request: requests.Tick, send: Callable[[Reply], None]) -> Reply:
+        return _ok(self.core.tick(request.count))
 
-    def cmd_wait(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
-        name, mode = str(request["patch"]), request["mode"]
-        timeout = request.get("timeout")
+    def cmd_wait(self, request: requests.Wait, send: Callable[[Reply], None]) -> Reply:
+        name, mode, timeout = request.patch, request.mode, request.timeout
         core = self.core
         if mode == "gone":
 
             def done() -> bool:
                 return core.find_patch(name) is None
-        elif mode == "idle":
+        else:  # "idle", the one other mode the record allows
 
             def done() -> bool:
                 return core.engine.patch is None or core.engine.patch.name != name
-        else:
-            raise ValueError(f"mode must be 'gone' or 'idle', not {mode!r}")
+
         if core.wait_until(done, timeout):
             return _ok()
         return error_reply("timeout", f"timed out waiting for {name} ({mode})", errno.ETIMEDOUT)
 
-    def cmd_reset(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_reset(self, request: requests.Reset, send: Callable[[Reply], None]) -> Reply:
         self.core.reset()
         return _ok()
 
-    def cmd_status(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_status(self, request: requests.Status, send: Callable[[Reply], None]) -> Reply:
         core = self.core
         with core.lock:
             transition = core.engine.status()
@@ -308,7 +307,7 @@ class Daemon:
                 }
             )
 
-    def cmd_stats(self, request: dict[str, Any], send: Callable[[Reply], None]) -> Reply:
+    def cmd_stats(self, request: requests.Stats, send: Callable[[Reply], None]) -> Reply:
         """Requests the FUSE session has read, by opcode (null through a libfuse binding)."""
         return _ok({"fuse_requests": self.request_counts.named()})
 
@@ -331,6 +330,13 @@ class Daemon:
                 self.core.insmod(modfile.load(file))
             except KernelError as exc:
                 raise ControlError(f"insmod {file}: {exc}") from None
+
+
+def _sched_state(text: str) -> SchedState:
+    try:
+        return SchedState.parse(text)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _module_view(module: Module) -> dict[str, Any]:
