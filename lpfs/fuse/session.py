@@ -828,8 +828,10 @@ class Session:
             return
 
         def deliver() -> None:
-            self._send(unique, reply)
+            # Its log lines first, as the kernel prints them before the write returns;
+            # the reply then finds them readable.
             changed()
+            self._send(unique, reply)
 
         self.invalidator.flush(state.generation, deliver)
 
