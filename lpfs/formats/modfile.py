@@ -33,6 +33,7 @@ from lpfs.kernel.structs import (
     StateDef,
     TaskDef,
 )
+from lpfs.kernel.tasks import SchedState
 
 FORMAT_VERSION: Final = 1
 LPFS_SECTION: Final = ".lpfs.module"  # where `lpfs pack` keeps the module file in a .ko
@@ -361,7 +362,7 @@ def _parse_task(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...])
     )
     stack = _parse_texts(rd, task, where, "stack")
     state = rd.get(task, where, "state", str, "sleeping")
-    if state not in ("running", "sleeping", "uninterruptible"):
+    if state not in set(SchedState):
         raise rd.fail(
             f"{where}.state", f"expected running, sleeping or uninterruptible, got '{state}'"
         )
@@ -371,7 +372,7 @@ def _parse_task(rd: _Reader, raw: Any, where: str, params: tuple[ParamDef, ...])
     return TaskDef(
         comm=rd.get(task, where, "comm", str, "kworker/0:1")[:15],
         stack=stack,
-        state=state,
+        state=SchedState(state),
         kthread=rd.get(task, where, "kthread", bool, True),
         start=_parse_texts(rd, task, where, "start"),
         finish=_parse_texts(rd, task, where, "finish"),

@@ -19,7 +19,7 @@ from lpfs.kernel.ftrace import LIVEPATCH, Ftrace
 from lpfs.kernel.kallsyms import Kallsyms
 from lpfs.kernel.klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import KPROBE_OPS_SYMBOLS, Kprobes
-from lpfs.kernel.loader import MODULE_STATE_TEXT, ModuleLoader
+from lpfs.kernel.loader import ModuleLoader
 from lpfs.kernel.procfs import SHOW_CALLER, VMLINUX_SHOW
 from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import (
@@ -154,7 +154,7 @@ class Core(ModuleLoader):
         if lines is None:
             return
         target = self.modules.get(obj.name) if obj.is_module else None
-        state = MODULE_STATE_TEXT[target.state] if target else ""
+        state = target.state.text if target else ""
         name = f"{callback}_callback"
         info = f"{name}: {obj.name} -> {state}" if target else f"{name}: {obj.name}"
         prev_states = self._prev_states()

@@ -19,17 +19,21 @@ from lpfs.kernel import kobjects, legacy, params
 from lpfs.kernel.klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import Kprobe, Kprobes
 from lpfs.kernel.profiles import Profile
-from lpfs.kernel.structs import VMLINUX, Func, KlpObject, Module, ModuleDef, Patch, TaskDef
-from lpfs.kernel.tasks import SchedState, SimulatedTasks, Task
+from lpfs.kernel.structs import (
+    VMLINUX,
+    Func,
+    KlpObject,
+    Module,
+    ModuleDef,
+    ModuleState,
+    Patch,
+    TaskDef,
+)
+from lpfs.kernel.tasks import SimulatedTasks, Task
 from lpfs.kernel.transition import Transition
 
 TAINT_LIVEPATCH: Final = 15
 FIRST_WORKER_PID: Final = 10000  # pids of the work items modules start
-MODULE_STATE_TEXT: Final = {
-    "live": "[MODULE_STATE_LIVE] Normal state",
-    "coming": "[MODULE_STATE_COMING] Full formed, running module_init",
-    "going": "[MODULE_STATE_GOING] Going away",
-}
 
 
 class ModuleLoader:
@@ -95,14 +99,14 @@ class ModuleLoader:
                 self._parse_args_locked(module, args)
                 self._module_init_locked(module)
             except KernelError:
-                module.state = "going"
+                module.state = ModuleState.GOING
                 self._stop_module_tasks_locked(module)
                 self._module_going_locked(module)
                 self._forget_module_locked(module)
                 raise
             finally:
                 self.changed.notify_all()
-            module.state = "live"
+            module.state = ModuleState.LIVE
             return module
 
     def _module_init_locked(self, module: Module) -> None:
@@ -133,7 +137,7 @@ class ModuleLoader:
                 raise KernelError(errno.ENOENT)
             if module.refcnt > 0:
                 raise KernelError(errno.EWOULDBLOCK)
-            module.state = "going"
+            module.state = ModuleState.GOING
             self._stop_module_tasks_locked(module)
             for text in module.definition.exit:
                 self._pr_module(module, text)
@@ -218,7 +222,7 @@ class ModuleLoader:
         task = Task(
             pid=pid,
             comm=task_def.comm,
-            state=SchedState(task_def.state),
+            state=task_def.state,
             stack=task_def.stack,
             kthread=task_def.kthread,
         )
@@ -330,4 +334,4 @@ class ModuleLoader:
         if not obj.is_module:
             return True
         module = self.modules.get(obj.name)
-        return module is not None and module.state != "going"
+        return module is not None and module.state != ModuleState.GOING

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final
+
+from lpfs.kernel.tasks import SchedState
 
 MODULE_NAME_LEN: Final = 56  # including the terminating NUL, as in the kernel
 VMLINUX: Final = "vmlinux"
@@ -155,7 +158,7 @@ class TaskDef:
 
     comm: str
     stack: tuple[str, ...]
-    state: str = "sleeping"
+    state: SchedState = SchedState.SLEEPING
     kthread: bool = True
     start: tuple[str, ...] = ()
     finish: tuple[str, ...] = ()
@@ -218,6 +221,23 @@ ParamScalar = int | bool | str
 ParamValue = ParamScalar | tuple[ParamScalar, ...]
 
 
+class ModuleState(StrEnum):
+    """struct module's state (enum module_state), named as initstate shows it."""
+
+    COMING = "coming"
+    LIVE = "live"
+    GOING = "going"
+
+    @property
+    def text(self) -> str:
+        """The callback demo modules' name for it (module_state[] in their source)."""
+        return {
+            ModuleState.LIVE: "[MODULE_STATE_LIVE] Normal state",
+            ModuleState.COMING: "[MODULE_STATE_COMING] Full formed, running module_init",
+            ModuleState.GOING: "[MODULE_STATE_GOING] Going away",
+        }[self]
+
+
 @dataclass(eq=False)
 class Module:
     """A loaded kernel module (struct module), livepatch or plain."""
@@ -225,7 +245,7 @@ class Module:
     definition: ModuleDef
     created: float
     refcnt: int = 0
-    state: str = "coming"  # initstate: coming, live, going
+    state: ModuleState = ModuleState.COMING
     loaded: bool = True
     patch: Patch | None = None
     params: dict[str, ParamValue] = field(default_factory=dict)

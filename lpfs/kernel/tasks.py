@@ -135,16 +135,13 @@ class SimulatedTasks:
         self.on_new(task, None)
         self._adopted[pid] = task
 
-    def add(self, task: Task, parent: Task | None = None) -> Task:
-        """Add a task; a forked child inherits its parent's patch state and pending flag.
+    def add(self, task: Task) -> Task:
+        """Add a task as it is; Core.spawn_task() sets a new task's patch state first.
 
         Raises KeyError if the pid is taken.
         """
         if task.pid in self._by_pid or task.pid in self._adopted or task.pid <= 0:
             raise KeyError(task.pid)
-        if parent is not None:
-            task.patch_state = parent.patch_state
-            task.pending = parent.pending
         self._by_pid[task.pid] = task
         return task
 
@@ -334,7 +331,7 @@ class HostTasks(SimulatedTasks):
     def adopt_process(self, pid: int) -> None:
         """Nothing to do: every process of this machine is a task already."""
 
-    def add(self, task: Task, parent: Task | None = None) -> Task:
+    def add(self, task: Task) -> Task:
         if task.pid in self._threads or os.path.exists(f"/proc/{task.pid}"):
             raise KeyError(task.pid)
-        return super().add(task, parent)
+        return super().add(task)

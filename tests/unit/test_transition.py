@@ -395,7 +395,7 @@ class TestFork:
         parent = add(core, 100, OLD)
         insmod(core)
 
-        child = core.tasks.add(Task(101, "child"), parent=parent)
+        child = core.spawn_task(Task(101, "child"), parent)
 
         assert (PatchState.UNPATCHED, True) == (child.patch_state, child.pending)
 
@@ -405,7 +405,7 @@ class TestFork:
         parent = add(core, 101, "do_nanosleep")
         insmod(core)
 
-        child = core.tasks.add(Task(102, "child", stack=(OLD,)), parent=parent)
+        child = core.spawn_task(Task(102, "child", stack=(OLD,)), parent)
 
         assert (PatchState.PATCHED, False) == (child.patch_state, child.pending)
 
