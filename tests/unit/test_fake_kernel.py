@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fake_kernel import ALL_FLAGS, FakeKernel, dirent_names, init_out, name
+from lpfs_fixtures import missing
 
 from lpfs.daemon import livepatchfs
 from lpfs.errors import KernelError, UnsupportedKernel
@@ -460,7 +461,7 @@ with FakeKernel(ops) as kernel:
         check=False,
     )
     if not result.stdout.startswith("ascii\n"):
-        pytest.skip(f"no ASCII filesystem encoding here: {result.stdout}{result.stderr}")
+        missing(f"an ASCII filesystem encoding under LC_ALL=C: {result.stdout}{result.stderr}")
     assert ("ascii\n0\n", "") == (result.stdout, result.stderr)
 
 
