@@ -21,6 +21,19 @@ from lpfs.kernel.structs import AttrDef, Func, KobjectDef, Module, ParamText, Pe
 from lpfs.kernel.tasks import SchedState, SimulatedTasks
 
 LIVEPATCH_KOBJECT: Final = "livepatch"  # klp_root_kobj, beside which modules add theirs
+# What the kernel itself has in /sys/kernel (kernel/ksysfs.c and the subsystems
+# that add to kernel_kobj), as a Debian amd64 kernel shows it: a module's
+# kobject of one of these names fails to register.
+KERNEL_OWN: Final = frozenset(
+    {
+        LIVEPATCH_KOBJECT,
+        *("address_bits", "boot_params", "btf", "cgroup", "config", "cpu_byteorder"),
+        *("debug", "fscaps", "iommu_groups", "irq", "kexec_crash_loaded"),
+        *("kexec_crash_size", "kexec_loaded", "mm", "notes", "oops_count", "profiling"),
+        *("rcu_expedited", "rcu_normal", "reboot", "security", "slab", "software_nodes"),
+        *("tracing", "uevent_helper", "uevent_seqnum", "vmcoreinfo", "warn_count"),
+    }
+)
 
 
 class Kernel(Protocol):
@@ -52,7 +65,7 @@ def create(core: Kernel, module: Module) -> None:
     """
     for kobj in module.definition.kobjects:
         found = find(core, kobj.name)
-        if kobj.name == LIVEPATCH_KOBJECT or (found is not None and found[0] is not module):
+        if kobj.name in KERNEL_OWN or (found is not None and found[0] is not module):
             core.log.printk(
                 KERN_WARNING, f"sysfs: cannot create duplicate filename '/kernel/{kobj.name}'"
             )

@@ -167,12 +167,14 @@ class TestLifetime:
             [m["name"] for m in mnt.status()["modules"]],
         )
 
-    def test_livepatch_is_taken(self, mnt: Mount, tmp_path: Path) -> None:
-        """kernel/livepatch is the livepatch core's: no module can add it."""
+    @pytest.mark.parametrize("name", ["livepatch", "mm", "tracing"])
+    def test_the_kernels_own_names_are_taken(self, mnt: Mount, tmp_path: Path, name) -> None:
+        """kernel/livepatch and the kernel's other /sys/kernel entries: no module can add them."""
         clash = tmp_path / "clash.toml"
-        clash.write_text('livepatch = false\n[[kobject]]\nname = "livepatch"\n')
+        clash.write_text(f'livepatch = false\n[[kobject]]\nname = "{name}"\n')
 
         assert 1 == mnt.insmod(str(clash), check=False).returncode
+        assert "clash" not in [m["name"] for m in mnt.status()["modules"]]
 
 
 class TestAttributes:
