@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from lpfs.control.protocol import Reply
 from lpfs.fuse.invalidation import Flush
-from lpfs.kernel.core import Core, StateChanges
+from lpfs.kernel.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,8 @@ class Coherence:
         self._core = core
         self.generation = 0  # state changes so far
         self._flush: Flush | None = None
-        changes = core.changed
-        assert isinstance(changes, StateChanges)
-        changes.observers.append(self._changed)
-        changes.announce = self.change
+        core.changed.observers.append(self._changed)
+        core.changed.announce = self.change
 
     def _changed(self) -> None:
         self.generation += 1

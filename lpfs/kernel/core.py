@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from lpfs.errors import KernelError
 from lpfs.kernel import kobjects, legacy
+from lpfs.kernel.changes import StateChanges
 from lpfs.kernel.clock import Clock, SystemClock
 from lpfs.kernel.ftrace import LIVEPATCH, Ftrace
 from lpfs.kernel.kallsyms import Kallsyms
@@ -33,27 +34,6 @@ from lpfs.kernel.structs import (
 )
 from lpfs.kernel.tasks import PatchState, SimulatedTasks
 from lpfs.kernel.transition import Transition
-
-
-class StateChanges(threading.Condition):
-    """``Core.changed``: every state change notifies it, under the lock.
-
-    Waiters wake as on any condition; observers (the daemon's cache of what
-    its mount told the kernel) hear of each change first. An observer runs
-    with the lock held: it must note the change and return, never block.
-    """
-
-    def __init__(self, lock: threading.RLock) -> None:
-        super().__init__(lock)
-        self.observers: list[Callable[[], None]] = []
-        # How a change made outside any request (the retry timer's) runs: the daemon
-        # shows its log lines once the mount's caches have caught up with it.
-        self.announce: Callable[[Callable[[], bool]], bool] = lambda change: change()
-
-    def notify_all(self) -> None:
-        for observer in self.observers:
-            observer()
-        super().notify_all()
 
 
 class Core(ModuleLoader):
@@ -429,10 +409,8 @@ class Core(ModuleLoader):
 
     def run_retry_timer(self, interval: float, stop: threading.Event) -> None:
         """The delayed work: retry every ``interval`` seconds while a retry is queued."""
-        changes = self.changed
-        assert isinstance(changes, StateChanges)
         while self._retry_due(interval, stop):
-            changes.announce(self.transition_work)
+            self.changed.announce(self.transition_work)
 
     def _retry_due(self, interval: float, stop: threading.Event) -> bool:
         """Sleep, the lock released, until a retry has been queued ``interval`` seconds

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from lpfs.errors import KernelError
 from lpfs.kernel import kobjects, legacy, params
+from lpfs.kernel.changes import StateChanges
 from lpfs.kernel.klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import Kprobe, Kprobes
 from lpfs.kernel.profiles import Profile
@@ -41,7 +42,7 @@ class ModuleLoader:
 
     # Shared with Core, which sets them up.
     lock: threading.RLock
-    changed: threading.Condition
+    changed: StateChanges
     log: KernelLog
     profile: Profile
     tasks: SimulatedTasks
