@@ -22,14 +22,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from lpfs.control.protocol import Reply
+from lpfs.control.protocol import Handler, Reply
 from lpfs.fuse.invalidation import Flush
 from lpfs.kernel.core import Core
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Handler = Callable[[dict[str, Any], Callable[[Reply], None]], Reply | None]
 SETTLE_WARNING_SECONDS = 30.0  # an invalidation this slow is a bug worth a log line
 
 

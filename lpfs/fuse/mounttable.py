@@ -62,10 +62,17 @@ def is_mounted(path: str | os.PathLike[str]) -> bool:
     Read from the mount table, never by a stat, so a stale mount (its daemon
     dead) counts, and a busy daemon cannot make the probe wait.
     """
-    # Only the parent is resolved: a realpath of the mountpoint itself would stat it.
-    parent, name = os.path.split(os.path.abspath(path))
-    where = os.path.join(os.path.realpath(parent), name)
+    where = table_path(path)
     return any(entry.path == where for entry in mount_table())
+
+
+def table_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as the mount table spells it, without a stat of the path itself.
+
+    Only the parent is resolved: a realpath of a mountpoint would ask its daemon.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(parent), name)
 
 
 class User(NamedTuple):

@@ -201,7 +201,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
             socket_path(mountpoint).unlink(missing_ok=True)
             return EXIT_OK
         raise CommandError(f"lpfs: umount: {target}: no lpfs daemon serves it")
-    ours = mounttable.top_mount(os.path.realpath(mountpoint))  # its id names its users later
+    ours = mounttable.top_mount(mounttable.table_path(mountpoint))  # its id names its users later
     result = mounttable.unmount(mountpoint, lazy=args.lazy)
     if result.returncode != 0:
         hint = " (lpfs umount --lazy detaches it now)" if "busy" in result.stderr else ""

@@ -9,9 +9,12 @@
 # /proc/cmdline, /proc/meminfo, /proc/modules, /proc/version, /proc/kallsyms,
 # the modules' /proc entries, /proc/sys/kernel/tainted,
 # /proc/sys/kernel/ftrace_enabled, dynamic_debug/control and the tracing and
-# kprobes files answer from the daemon; /lib/modules/$(uname -r)/build exists. Without --mount a daemon is started for COMMAND (with the given
+# kprobes files answer from the daemon; /lib/modules/$(uname -r)/build
+# exists. Without --mount a daemon is started for COMMAND (with the given
 # lpfs mount options) and stopped after it. The host's own mounts never
-# change.
+# change; the host's files bound back into the namespace (its other
+# /sys/kernel, /sys/module and /proc/sys entries) stay writable by root, as
+# they are outside it.
 #
 # Run by `lpfs ns`, which sets LPFS_PYTHON to the interpreter that has lpfs.
 # Exit codes: COMMAND's; 2 usage; 1 the namespace could not be set up.
@@ -161,6 +164,10 @@ install_stand_ins() {
 inside() {
 	local stage=$1 release nsfs_pid status
 	shift
+	# Only ever in the namespace main() made: these binds must never reach the host.
+	if [ -z "${LPFS_NS_PARENT:-}" ] || [ "$(readlink /proc/self/ns/mnt)" = "$LPFS_NS_PARENT" ]; then
+		die "--inside runs only in the mount namespace lpfs ns makes"
+	fi
 	mkdir -p "$stage/ns" "$stage/host-module" "$stage/host-kernel" "$stage/real-proc"
 	mount --bind /sys/module "$stage/host-module"
 	mount --rbind /sys/kernel "$stage/host-kernel"
@@ -168,6 +175,8 @@ inside() {
 		--host-modules "$stage/host-module" --host-kernel "$stage/host-kernel" \
 		--real-proc "$stage/real-proc" &
 	nsfs_pid=$!
+	# shellcheck disable=SC2064 # expand now: this run's nsfs
+	trap "kill $nsfs_pid 2>/dev/null || true" EXIT
 	for _ in $(seq 200); do
 		[ ! -e "$stage/ns/kmsg" ] || break
 		sleep 0.05
@@ -189,7 +198,6 @@ inside() {
 	PATH="$stage/bin:$PATH" "$@" || status=$?
 	# The real procfs back first: nsfs reads /proc/self/mountinfo as it unmounts.
 	umount -l /proc
-	kill "$nsfs_pid" 2>/dev/null || true
 	exit "$status"
 }
 
@@ -213,7 +221,7 @@ main() {
 	command -v unshare >/dev/null || die "unshare (util-linux) is missing"
 	stage=$(mktemp -d /tmp/lpfs-ns.XXXXXX)
 	# shellcheck disable=SC2064 # expand now: these are this run's paths
-	trap "[ -z \"\$started\" ] || '$python' -m lpfs umount '$stage/sys' >/dev/null 2>&1 || true; rm -rf '$stage'" EXIT
+	trap "[ -z \"\$started\" ] || '$python' -m lpfs umount '$stage/sys' >/dev/null 2>&1 || true; rm -rf --one-file-system '$stage'" EXIT
 	if [ -z "$mount" ]; then
 		mkdir "$stage/sys"
 		"$python" -m lpfs mount "$stage/sys" --daemon ${options[@]+"${options[@]}"} \
@@ -227,6 +235,8 @@ main() {
 	export LPFS_MOUNT
 	"$python" -m lpfs status --mount "$LPFS_MOUNT" >/dev/null \
 		|| die "no lpfs daemon serves $mount"
+	LPFS_NS_PARENT=$(readlink /proc/self/ns/mnt)
+	export LPFS_NS_PARENT
 	status=0
 	unshare --mount --propagation private -- "$BASH" "$0" --inside "$stage" "$@" || status=$?
 	exit "$status"

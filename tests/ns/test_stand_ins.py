@@ -132,3 +132,25 @@ def test_host_directories_never_change(packed: Path) -> None:
     assert 0 == result.returncode, result.stderr
     assert result.stdout.count("lpfs-stand-in") == 2
     assert before == host_view()
+
+
+def sys_mounts() -> list[str]:
+    return [entry.path for entry in mounttable.mount_table() if entry.path.startswith("/sys")]
+
+
+def test_the_inside_step_refuses_the_hosts_namespace(tmp_path: Path) -> None:
+    """The script's binding half, run by hand in the host's namespace, binds nothing."""
+    before = host_view(), sys_mounts()
+    result = subprocess.run(
+        ["bash", str(ROOT / "lpfs" / "tools" / "ns.sh"), "--inside", str(tmp_path), "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LPFS_PYTHON": sys.executable},
+        check=False,
+    )
+    assert (1, "--inside runs only in the mount namespace") == (
+        result.returncode,
+        result.stderr.split(": ", 1)[1][:41],
+    )
+    assert before == (host_view(), sys_mounts())
