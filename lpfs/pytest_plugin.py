@@ -3,6 +3,6 @@
 The plugin itself is ``lpfs.testing.plugin``, registered as ``lpfs``.
 """
 
-from lpfs.testing.plugin import LpfsCommandError, LpfsMount
+from lpfs.testing.plugin import LpfsCommandError, LpfsFactory, LpfsMount, lpfs_command, mounted
 
-__all__ = ["LpfsCommandError", "LpfsMount"]
+__all__ = ["LpfsCommandError", "LpfsFactory", "LpfsMount", "lpfs_command", "mounted"]

@@ -3,9 +3,11 @@
 Registered as the ``lpfs`` plugin (entry point ``pytest11``), so installing
 lpfs is enough. ``lpfs`` mounts a fresh daemon for one test; ``lpfs_shared``
 hands every test the one daemon of the session, reset to a freshly booted
-kernel. Both step transition retries only on ``tick()``. Every method runs
-the ``lpfs`` command, as a user's shell would, and raises ``LpfsCommandError``
-with its stderr when it fails.
+kernel; ``lpfs_factory`` mounts daemons with options of the test's own. All
+step transition retries only on ``tick()`` unless told otherwise. Every
+method runs the ``lpfs`` command, as a user's shell would, and raises
+``LpfsCommandError`` with its stderr when it fails; ``command()`` returns the
+completed process instead.
 """
 
 import contextlib
@@ -15,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import pytest
 
@@ -23,6 +25,8 @@ from lpfs.fuse import mounttable
 
 COMMAND_TIMEOUT: Final = 60.0
 _TASK_FLAGS: Final = ("kthread", "unreliable")
+# Every mount steps its retries only on tick(), unless its own options say otherwise.
+_DEFAULT_OPTIONS: Final = ("--transition-interval", "0")
 
 
 class LpfsCommandError(Exception):
@@ -44,6 +48,29 @@ class LpfsMount:
     def run(self, *args: str) -> str:
         """Run ``lpfs ARGS --mount MOUNTPOINT``; its stdout, or LpfsCommandError."""
         return _lpfs([*args, "--mount", str(self.mountpoint)])
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``lpfs ARGS --mount MOUNTPOINT``; its completed process, whatever its exit."""
+        return lpfs_command(*args, "--mount", str(self.mountpoint))
+
+    def sh(self, script: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a bash script in the mountpoint; with ``check``, CalledProcessError if it fails."""
+        return subprocess.run(
+            ["bash", "-c", script],
+            cwd=self.mountpoint,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=check,
+        )
+
+    def read(self, rel: str | os.PathLike[str]) -> str:
+        """The text of a file, by its path relative to the mountpoint."""
+        return (self.mountpoint / rel).read_text()
+
+    def patches(self) -> list[str]:
+        """The patches in ``kernel/livepatch``, sorted."""
+        return sorted(os.listdir(self.livepatch_dir))
 
     def insmod(self, file: str | os.PathLike[str], *params: str) -> None:
         self.run("insmod", os.fspath(file), *params)
@@ -116,44 +143,74 @@ class LpfsMount:
         self.run("reset")
 
 
-def _lpfs(args: list[str]) -> str:
-    result = subprocess.run(
+def lpfs_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``lpfs ARGS`` with this interpreter; its completed process, whatever its exit."""
+    return subprocess.run(
         [sys.executable, "-m", "lpfs", *args],
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT,
         check=False,
     )
+
+
+def _lpfs(args: list[str]) -> str:
+    result = lpfs_command(*args)
     if result.returncode != 0:
         raise LpfsCommandError(args, result.returncode, result.stderr)
     return result.stdout
 
 
-def _serve(path: Path) -> Iterator[LpfsMount]:
-    """Mount a daemon at ``path`` and always take it down again, whatever the test did."""
-    path.mkdir(parents=True, exist_ok=True)
-    path = path.resolve()  # as /proc/mounts will show it
-    _lpfs(["mount", str(path), "--daemon", "--transition-interval", "0"])
+@contextlib.contextmanager
+def mounted(path: str | os.PathLike[str], *options: str) -> Iterator[LpfsMount]:
+    """Mount a daemon at ``path`` with ``lpfs mount``'s ``options`` (after
+    ``--transition-interval 0``, which a later one overrides), and always take it
+    down again on the way out, whatever happened meanwhile."""
+    where = Path(path)
+    where.mkdir(parents=True, exist_ok=True)
+    where = where.resolve()  # as the mount table will show it
+    _lpfs(["mount", str(where), "--daemon", *_DEFAULT_OPTIONS, *options])
     try:
-        yield LpfsMount(path)
+        yield LpfsMount(where)
     finally:
         # A busy or dead daemon fails to unmount cleanly: detach it below instead.
         with contextlib.suppress(LpfsCommandError, subprocess.TimeoutExpired):
-            _lpfs(["umount", str(path)])
-        if mounttable.is_mounted(path):
-            mounttable.unmount(path, lazy=True)
+            _lpfs(["umount", str(where)])
+        if mounttable.is_mounted(where):
+            mounttable.unmount(where, lazy=True)
+
+
+class LpfsFactory(Protocol):
+    """What ``lpfs_factory`` gives: a mount of its own per call, with these options."""
+
+    def __call__(self, *options: str) -> LpfsMount: ...
 
 
 @pytest.fixture
 def lpfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LpfsMount]:
     """A freshly mounted lpfs for this test alone, unmounted afterwards."""
-    yield from _serve(tmp_path_factory.mktemp("lpfs") / "mnt")
+    with mounted(tmp_path_factory.mktemp("lpfs") / "mnt") as mount:
+        yield mount
+
+
+@pytest.fixture
+def lpfs_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LpfsFactory]:
+    """Mounts of this test's own, each with the ``lpfs mount`` options it is called
+    with (``lpfs_factory("--kernel", "4.19")``); all unmounted afterwards."""
+    with contextlib.ExitStack() as mounts:
+
+        def make(*options: str) -> LpfsMount:
+            path = tmp_path_factory.mktemp("lpfs") / "mnt"
+            return mounts.enter_context(mounted(path, *options))
+
+        yield make
 
 
 @pytest.fixture(scope="session")
 def lpfs_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LpfsMount]:
     """One lpfs mount for the whole session; tests should take ``lpfs_shared`` instead."""
-    yield from _serve(tmp_path_factory.mktemp("lpfs-session") / "mnt")
+    with mounted(tmp_path_factory.mktemp("lpfs-session") / "mnt") as mount:
+        yield mount
 
 
 @pytest.fixture
