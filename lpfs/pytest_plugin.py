@@ -3,6 +3,13 @@
 The plugin itself is ``lpfs.testing.plugin``, registered as ``lpfs``.
 """
 
-from lpfs.testing.plugin import LpfsCommandError, LpfsFactory, LpfsMount, lpfs_command, mounted
+from lpfs.testing.plugin import (
+    LpfsCommandError,
+    LpfsFactory,
+    LpfsMount,
+    lpfs_command,
+    mounted,
+    umount,
+)
 
-__all__ = ["LpfsCommandError", "LpfsFactory", "LpfsMount", "lpfs_command", "mounted"]
+__all__ = ["LpfsCommandError", "LpfsFactory", "LpfsMount", "lpfs_command", "mounted", "umount"]

@@ -173,11 +173,16 @@ def mounted(path: str | os.PathLike[str], *options: str) -> Iterator[LpfsMount]:
     try:
         yield LpfsMount(where)
     finally:
-        # A busy or dead daemon fails to unmount cleanly: detach it below instead.
-        with contextlib.suppress(LpfsCommandError, subprocess.TimeoutExpired):
-            _lpfs(["umount", str(where)])
-        if mounttable.is_mounted(where):
-            mounttable.unmount(where, lazy=True)
+        umount(where)
+
+
+def umount(path: str | os.PathLike[str]) -> None:
+    """Take down the mount at ``path``, whatever state its daemon is in: ``lpfs umount``,
+    then, if a busy or dead daemon left it mounted, ``fusermount -u -z``."""
+    with contextlib.suppress(LpfsCommandError, subprocess.TimeoutExpired):
+        _lpfs(["umount", os.fspath(path)])
+    if mounttable.is_mounted(path):
+        mounttable.unmount(Path(path), lazy=True)
 
 
 class LpfsFactory(Protocol):
