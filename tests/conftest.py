@@ -1,12 +1,14 @@
-"""Fixtures: a real lpfs daemon per session (reset per test) or per test."""
-
-from collections.abc import Callable, Iterator
-from pathlib import Path
+"""Fixtures: the pytest plugin's mounts (lpfs.testing.plugin), under lpfs's own policy
+for a machine without FUSE."""
 
 import pytest
-from lpfs_fixtures import Mount, start_daemon, stop_daemon
+from support import require_fuse
 
 from lpfs.fuse import binding
+from lpfs.pytest_plugin import LpfsMount
+
+# The plugin's fixtures that mount a daemon.
+MOUNTING = frozenset({"lpfs", "lpfs_factory", "lpfs_session", "lpfs_shared"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -19,34 +21,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in own]
 
 
-@pytest.fixture(scope="session")
-def session_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
-    path = tmp_path_factory.mktemp("lpfs") / "mnt"
-    start_daemon(path, "--transition-interval", "0")
-    try:
-        yield Mount(path)
-    finally:
-        stop_daemon(path)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that mounts is skipped without /dev/fuse and fusermount (fails under LPFS_STRICT)."""
+    if MOUNTING.intersection(getattr(item, "fixturenames", ())):
+        require_fuse()
 
 
 @pytest.fixture
-def mnt(session_mount: Mount) -> Mount:
-    """A mounted daemon in a freshly booted state, with retries stepped by `lpfs tick`."""
-    session_mount.lpfs("reset")
-    return session_mount
-
-
-@pytest.fixture
-def make_mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
-    """A factory for daemons with their own options; each is unmounted at teardown."""
-    made: list[Path] = []
-
-    def make(*options: str, name: str = "mnt") -> Mount:
-        path = tmp_path / name
-        start_daemon(path, *options)
-        made.append(path)
-        return Mount(path)
-
-    yield make
-    for path in made:
-        stop_daemon(path)
+def mnt(lpfs_shared: LpfsMount) -> LpfsMount:
+    """The plugin's shared mount, freshly reset, under the name these tests give it."""
+    return lpfs_shared

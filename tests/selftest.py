@@ -13,22 +13,23 @@ import json
 import os
 import time
 
-from lpfs_fixtures import MODULES, Mount, dedent
+from support import MODULES, dedent, shipped
 
 from lpfs.control.client import Client
 from lpfs.control.protocol import socket_path
+from lpfs.pytest_plugin import LpfsMount
 
 RETRY_INTERVAL = 0.01
 MAX_WAIT = 30.0
 
 
 class Selftest:
-    def __init__(self, mnt: Mount) -> None:
+    def __init__(self, mnt: LpfsMount) -> None:
         self.mnt = mnt
         self.canary = -1
 
     def log(self, msg: str) -> None:
-        self.mnt.lpfs("kmsg", msg)
+        self.mnt.run("kmsg", msg)
 
     def loop_until(self, condition, what: str) -> None:
         deadline = time.monotonic() + MAX_WAIT
@@ -42,40 +43,40 @@ class Selftest:
         self.canary = self._records()[-1]["seq"]
 
     def _records(self) -> list[dict]:
-        out = self.mnt.lpfs("dmesg", "--json").stdout
+        out = self.mnt.run("dmesg", "--json")
         return [json.loads(line) for line in out.splitlines()]
 
     def load_lp(self, mod: str, *args: str) -> None:
         self.load_lp_nowait(mod, *args)
-        transition = self.mnt.klp / mod / "transition"
+        transition = self.mnt.livepatch_dir / mod / "transition"
         self.loop_until(lambda: transition.read_text() == "0\n", f"{mod} transition")
 
     def load_lp_nowait(self, mod: str, *args: str) -> None:
         self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
-        self.mnt.insmod(mod, *args)
-        self.loop_until((self.mnt.klp / mod).is_dir, f"{mod} in sysfs")
+        self.mnt.insmod(shipped(mod), *args)
+        self.loop_until((self.mnt.livepatch_dir / mod).is_dir, f"{mod} in sysfs")
 
     def wait_for_transition(self, mod: str) -> None:
         """test-callbacks.sh's loop_until on transition reading 1."""
-        transition = self.mnt.klp / mod / "transition"
+        transition = self.mnt.livepatch_dir / mod / "transition"
         self.loop_until(lambda: transition.read_text() == "1\n", "failed to stall transition")
 
     def load_mod(self, mod: str, *args: str) -> None:
         self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
-        self.mnt.insmod(mod, *args)
-        self.loop_until((self.mnt.path / "module" / mod).is_dir, f"{mod} loaded")
+        self.mnt.insmod(shipped(mod), *args)
+        self.loop_until((self.mnt.mountpoint / "module" / mod).is_dir, f"{mod} loaded")
 
     def disable_lp(self, mod: str) -> None:
         self.log(f"% echo 0 > /sys/kernel/livepatch/{mod}/enabled")
         self.mnt.sh(f"echo 0 > kernel/livepatch/{mod}/enabled", check=True)
-        self.loop_until(lambda: not (self.mnt.klp / mod).exists(), f"{mod} disabled")
+        self.loop_until(lambda: not (self.mnt.livepatch_dir / mod).exists(), f"{mod} disabled")
 
     def unload_mod(self, mod: str) -> None:
-        refcnt = self.mnt.path / "module" / mod / "refcnt"
+        refcnt = self.mnt.mountpoint / "module" / mod / "refcnt"
         self.loop_until(lambda: refcnt.read_text() == "0\n", f"{mod} refcnt 0")
         self.log(f"% rmmod {mod}")
-        result = self.mnt.rmmod(mod)
-        assert "" == result.stdout + result.stderr
+        result = self.mnt.command("rmmod", mod)
+        assert (0, "") == (result.returncode, result.stdout + result.stderr)
         self.loop_until(lambda: not refcnt.parent.exists(), f"{mod} unloaded")
 
     unload_lp = unload_mod
@@ -83,7 +84,7 @@ class Selftest:
     def load_failing_mod(self, mod: str, *args: str) -> None:
         """insmod that must fail; its error line goes to the log, as functions.sh does."""
         self.log(" ".join(["%", "insmod", f"test_modules/{mod}.ko", *args]))
-        result = self.mnt.insmod(mod, *args, check=False)
+        result = self.mnt.command("insmod", str(shipped(mod)), *args)
         assert result.returncode != 0, f"{mod} unexpectedly loaded"
         error = result.stderr.strip().replace(str(MODULES) + "/", "test_modules/")
         self.log(error.replace(".toml", ".ko"))
@@ -97,7 +98,7 @@ class Selftest:
         assert rights == self.mnt.sh(f"stat --format %A {path}", check=True).stdout.strip()
 
     def check_sysfs_value(self, mod: str, rel: str, value: str) -> None:
-        assert value == (self.mnt.klp / mod / rel).read_text().rstrip("\n")
+        assert value == (self.mnt.livepatch_dir / mod / rel).read_text().rstrip("\n")
 
     def result(self) -> str:
         lines = [
@@ -112,7 +113,7 @@ class Selftest:
 
     def control(self, cmd: str, **args: object) -> object:
         """A control request, as lpfs ns's files make them; AssertionError if refused."""
-        reply = Client(socket_path(self.mnt.path)).call(cmd, **args)
+        reply = Client(socket_path(self.mnt.mountpoint)).call(cmd, **args)
         assert reply["ok"], reply
         return reply["data"]
 

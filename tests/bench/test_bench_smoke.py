@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lpfs_fixtures import require_fuse
+from support import require_fuse
 
 RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 SECTIONS = ("throughput", "cycle", "startup", "many", "engine", "host_tasks", "scale")

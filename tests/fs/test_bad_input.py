@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lpfs_fixtures import MODULES, Mount, start_daemon, stop_daemon
+from support import MODULES, require_fuse
 
 from lpfs.control.client import Client
 from lpfs.control.protocol import socket_path
+from lpfs.pytest_plugin import LpfsMount, mounted
 
 PAGE_SIZE = 4096
 MIB = 1 << 20
@@ -56,14 +57,14 @@ DISABLE_LINES = [
 # -- the daemon, driven through its socket ------------------------------------
 
 
-def call(mount: Mount, cmd: str, **args: Any) -> Any:
+def call(mount: LpfsMount, cmd: str, **args: Any) -> Any:
     """One control request; its data, or an AssertionError with the daemon's message."""
-    reply = Client(socket_path(mount.path)).call(cmd, **args)
+    reply = Client(socket_path(mount.mountpoint)).call(cmd, **args)
     assert reply.get("ok"), f"{cmd}: {reply}"
     return reply.get("data")
 
 
-def load(mount: Mount, name: str, *params: str) -> None:
+def load(mount: LpfsMount, name: str, *params: str) -> None:
     path = MODULES / f"{name}.toml"
     call(mount, "insmod", file=str(path), text=path.read_text(), params=list(params))
 
@@ -86,16 +87,16 @@ def read_or_errno(path: Path) -> str:
         return errno.errorcode[exc.errno]
 
 
-def snapshot(mount: Mount) -> dict[str, Any]:
+def snapshot(mount: LpfsMount) -> dict[str, Any]:
     """What user space can see: `lpfs status --json`, every file's text, the kernel log."""
     return {
         "status": call(mount, "status"),
-        "files": read_tree(mount.path),
+        "files": read_tree(mount.mountpoint),
         "log": log_texts(mount),
     }
 
 
-def log_texts(mount: Mount) -> list[str]:
+def log_texts(mount: LpfsMount) -> list[str]:
     return [record["text"] for record in call(mount, "dmesg")]
 
 
@@ -112,36 +113,33 @@ def errno_name(call: Callable[[], object]) -> str:
 PREPARED: dict[Path, dict[str, Any]] = {}
 
 
-def prepared_snapshot(mount: Mount) -> dict[str, Any]:
+def prepared_snapshot(mount: LpfsMount) -> dict[str, Any]:
     """The snapshot of the state a fixture has just prepared."""
-    if mount.path not in PREPARED:
-        PREPARED[mount.path] = snapshot(mount)
-    full = PREPARED[mount.path]
+    if mount.mountpoint not in PREPARED:
+        PREPARED[mount.mountpoint] = snapshot(mount)
+    full = PREPARED[mount.mountpoint]
     assert (full["status"], full["log"]) == (call(mount, "status"), log_texts(mount))
     return full
 
 
 @pytest.fixture
-def kernel(session_mount: Mount) -> Mount:
+def kernel(lpfs_session: LpfsMount) -> LpfsMount:
     """A fresh daemon: the busy module, the callbacks demo, then test_klp_livepatch, all idle."""
-    call(session_mount, "reset")
+    call(lpfs_session, "reset")
     for name in (BUSY, DEMO, LP):
-        load(session_mount, name)
-    return session_mount
+        load(lpfs_session, name)
+    return lpfs_session
 
 
 @pytest.fixture(scope="module")
-def legacy_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
-    path = tmp_path_factory.mktemp("legacy") / "mnt"
-    start_daemon(path, "--transition-interval", "0", "--kernel", "4.19")
-    try:
-        yield Mount(path)
-    finally:
-        stop_daemon(path)
+def legacy_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LpfsMount]:
+    require_fuse()
+    with mounted(tmp_path_factory.mktemp("legacy") / "mnt", "--kernel", "4.19") as mount:
+        yield mount
 
 
 @pytest.fixture
-def legacy(legacy_session: Mount) -> Mount:
+def legacy(legacy_session: LpfsMount) -> LpfsMount:
     """A 4.19 daemon with test_klp_livepatch registered and enabled."""
     call(legacy_session, "reset")
     load(legacy_session, LP)
@@ -313,19 +311,19 @@ def after_effect(before: dict[str, Any], target: Target, effect: str) -> dict[st
 
 @pytest.mark.parametrize("case", INPUTS, ids=[case.id for case in INPUTS])
 @pytest.mark.parametrize("target", TARGETS, ids=[target.id for target in TARGETS])
-def test_attribute_input(kernel: Mount, target: Target, case: Input) -> None:
+def test_attribute_input(kernel: LpfsMount, target: Target, case: Input) -> None:
     """The kernel's errno or byte count, and exactly the store's effect (none for a refusal)."""
     before = prepared_snapshot(kernel)
-    result = attempt(kernel.path / target.path, case)
+    result = attempt(kernel.mountpoint / target.path, case)
     answer, effect = expected(target, case, NEWEST)
     assert (answer, after_effect(before, target, effect)) == (result, snapshot(kernel))
 
 
 @pytest.mark.parametrize("case", INPUTS, ids=[case.id for case in INPUTS])
-def test_signal_input_on_4_19(legacy: Mount, case: Input) -> None:
+def test_signal_input_on_4_19(legacy: LpfsMount, case: Input) -> None:
     """signal (0200) on 4.19: kstrtobool without t/f and e/d, EINVAL outside a transition."""
     before = prepared_snapshot(legacy)
-    result = attempt(legacy.path / SIGNAL.path, case)
+    result = attempt(legacy.mountpoint / SIGNAL.path, case)
     answer, effect = expected(SIGNAL, case, LEGACY)
     assert (answer, after_effect(before, SIGNAL, effect)) == (result, snapshot(legacy))
 
@@ -371,32 +369,38 @@ class TestTreeOperations:
         "operation", [op for _, op in EPERM_OPERATIONS], ids=[n for n, _ in EPERM_OPERATIONS]
     )
     def test_changing_the_tree_is_eperm(
-        self, kernel: Mount, operation: Callable[[Path], object]
+        self, kernel: LpfsMount, operation: Callable[[Path], object]
     ) -> None:
         """mkdir, rmdir, unlink, rename, symlink, link and mknod of a FIFO fail with EPERM."""
         before = prepared_snapshot(kernel)
-        assert ("EPERM", before) == (errno_name(lambda: operation(kernel.path)), snapshot(kernel))
+        assert ("EPERM", before) == (
+            errno_name(lambda: operation(kernel.mountpoint)),
+            snapshot(kernel),
+        )
 
     @pytest.mark.parametrize(
         "operation", [op for _, op in CREATE_OPERATIONS], ids=[n for n, _ in CREATE_OPERATIONS]
     )
     def test_creating_a_name_is_eacces(
-        self, kernel: Mount, operation: Callable[[Path], object]
+        self, kernel: LpfsMount, operation: Callable[[Path], object]
     ) -> None:
         """kernfs directories have no create operation: a new name fails with EACCES."""
         before = prepared_snapshot(kernel)
-        assert ("EACCES", before) == (errno_name(lambda: operation(kernel.path)), snapshot(kernel))
+        assert ("EACCES", before) == (
+            errno_name(lambda: operation(kernel.mountpoint)),
+            snapshot(kernel),
+        )
 
     @pytest.mark.parametrize("name", EXCL_TARGETS)
-    def test_o_excl_on_an_existing_name_is_eexist(self, kernel: Mount, name: str) -> None:
+    def test_o_excl_on_an_existing_name_is_eexist(self, kernel: LpfsMount, name: str) -> None:
         """O_CREAT|O_EXCL of a name that exists fails with EEXIST, whatever its mode."""
-        path = kernel.path / LP_DIR / name
+        path = kernel.mountpoint / LP_DIR / name
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
         assert "EEXIST" == errno_name(lambda: os.open(path, flags, 0o644))
 
-    def test_o_creat_of_an_existing_attribute_opens_it(self, kernel: Mount) -> None:
+    def test_o_creat_of_an_existing_attribute_opens_it(self, kernel: LpfsMount) -> None:
         """O_CREAT without O_EXCL opens the existing attribute, as `echo >` needs."""
-        fd = os.open(kernel.path / LP_DIR / "enabled", os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+        fd = os.open(kernel.mountpoint / LP_DIR / "enabled", os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
         try:
             written = os.write(fd, b"0\n")
         finally:
@@ -404,48 +408,50 @@ class TestTreeOperations:
         assert (2, [DEMO]) == (written, kernel.patches())
 
     @pytest.mark.parametrize("rel", ALL_ATTRIBUTES)
-    def test_truncate_succeeds_and_changes_nothing(self, kernel: Mount, rel: str) -> None:
+    def test_truncate_succeeds_and_changes_nothing(self, kernel: LpfsMount, rel: str) -> None:
         """truncate(2) of any attribute, even a read-only one, succeeds and changes nothing."""
         before = prepared_snapshot(kernel)
-        os.truncate(kernel.path / rel, 0)
+        os.truncate(kernel.mountpoint / rel, 0)
         assert before == snapshot(kernel)
 
-    def test_ftruncate_of_an_open_attribute_succeeds(self, kernel: Mount) -> None:
+    def test_ftruncate_of_an_open_attribute_succeeds(self, kernel: LpfsMount) -> None:
         """ftruncate(2) on a descriptor open for writing succeeds and changes nothing."""
         before = prepared_snapshot(kernel)
-        fd = os.open(kernel.path / LP_DIR / "enabled", os.O_WRONLY)
+        fd = os.open(kernel.mountpoint / LP_DIR / "enabled", os.O_WRONLY)
         try:
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)
         assert before == snapshot(kernel)
 
-    def test_truncate_of_a_directory_is_eisdir(self, kernel: Mount) -> None:
+    def test_truncate_of_a_directory_is_eisdir(self, kernel: LpfsMount) -> None:
         """truncate(2) of a directory fails with EISDIR."""
-        assert "EISDIR" == errno_name(lambda: os.truncate(kernel.path / LP_DIR, 0))
+        assert "EISDIR" == errno_name(lambda: os.truncate(kernel.mountpoint / LP_DIR, 0))
 
-    def test_opening_a_directory_for_writing_is_eisdir(self, kernel: Mount) -> None:
+    def test_opening_a_directory_for_writing_is_eisdir(self, kernel: LpfsMount) -> None:
         """open(O_WRONLY) of a directory fails with EISDIR."""
-        assert "EISDIR" == errno_name(lambda: os.open(kernel.path / LP_DIR, os.O_WRONLY))
+        assert "EISDIR" == errno_name(lambda: os.open(kernel.mountpoint / LP_DIR, os.O_WRONLY))
 
     @pytest.mark.parametrize("rel,answer", DOTDOT_PATHS, ids=[rel for rel, _ in DOTDOT_PATHS])
-    def test_dotdot_resolves_as_the_vfs_does(self, kernel: Mount, rel: str, answer: str) -> None:
+    def test_dotdot_resolves_as_the_vfs_does(
+        self, kernel: LpfsMount, rel: str, answer: str
+    ) -> None:
         """`..` steps to the parent of what the previous components resolved to, or fails there."""
-        assert answer == read_or_errno(kernel.path / rel)
+        assert answer == read_or_errno(kernel.mountpoint / rel)
 
-    def test_dotdot_above_the_mount_root_leaves_the_mount(self, kernel: Mount) -> None:
+    def test_dotdot_above_the_mount_root_leaves_the_mount(self, kernel: LpfsMount) -> None:
         """`..` of the mount root is the directory the mountpoint is in."""
-        rel = f"../{kernel.path.name}/module/{LP}/refcnt"
-        assert "1\n" == read_or_errno(kernel.path / rel)
+        rel = f"../{kernel.mountpoint.name}/module/{LP}/refcnt"
+        assert "1\n" == read_or_errno(kernel.mountpoint / rel)
 
-    def test_long_name_component_is_not_found(self, kernel: Mount) -> None:
+    def test_long_name_component_is_not_found(self, kernel: LpfsMount) -> None:
         """kernfs looks up a 256-byte component like any other name: ENOENT."""
-        assert "ENOENT" == errno_name(lambda: os.stat(kernel.path / LP_DIR / LONG_NAME))
+        assert "ENOENT" == errno_name(lambda: os.stat(kernel.mountpoint / LP_DIR / LONG_NAME))
 
-    def test_path_over_path_max_is_enametoolong(self, kernel: Mount) -> None:
+    def test_path_over_path_max_is_enametoolong(self, kernel: LpfsMount) -> None:
         """A path longer than PATH_MAX fails with ENAMETOOLONG before any lookup."""
         rel = "kernel/" * (PATH_MAX // len("kernel/") + 1)
-        assert "ENAMETOOLONG" == errno_name(lambda: os.stat(kernel.path / rel))
+        assert "ENAMETOOLONG" == errno_name(lambda: os.stat(kernel.mountpoint / rel))
 
 
 # -- chmod, chown and utime (kernfs_iop_setattr) --------------------------------
@@ -473,71 +479,71 @@ def open_and_use(path: Path, flags: int) -> Any:
         return errno.errorcode[exc.errno]
 
 
-def reload_lp(mount: Mount) -> None:
+def reload_lp(mount: LpfsMount) -> None:
     """Disable, unload and load test_klp_livepatch again: every node of it is new."""
-    (mount.path / LP_DIR / "enabled").write_text("0\n")
+    (mount.mountpoint / LP_DIR / "enabled").write_text("0\n")
     call(mount, "rmmod", name=LP)
     load(mount, LP)
 
 
 class TestSetattr:
     @pytest.mark.parametrize("rel", CHMOD_PATHS)
-    def test_chmod_sticks(self, kernel: Mount, rel: str) -> None:
+    def test_chmod_sticks(self, kernel: LpfsMount, rel: str) -> None:
         """chmod by the owner succeeds and stat shows the new permission bits."""
-        os.chmod(kernel.path / rel, 0o640)
-        assert 0o640 == stat.S_IMODE(os.stat(kernel.path / rel).st_mode)
+        os.chmod(kernel.mountpoint / rel, 0o640)
+        assert 0o640 == stat.S_IMODE(os.stat(kernel.mountpoint / rel).st_mode)
 
     @pytest.mark.parametrize("rel", CHMOD_PATHS)
-    def test_chown_to_the_owner_sticks(self, kernel: Mount, rel: str) -> None:
+    def test_chown_to_the_owner_sticks(self, kernel: LpfsMount, rel: str) -> None:
         """chown to the owner's own uid and gid succeeds and stat shows them."""
-        os.chown(kernel.path / rel, os.getuid(), os.getgid())
-        info = os.stat(kernel.path / rel)
+        os.chown(kernel.mountpoint / rel, os.getuid(), os.getgid())
+        info = os.stat(kernel.mountpoint / rel)
         assert (os.getuid(), os.getgid()) == (info.st_uid, info.st_gid)
 
     @pytest.mark.parametrize("rel", CHMOD_PATHS)
-    def test_utime_sticks(self, kernel: Mount, rel: str) -> None:
+    def test_utime_sticks(self, kernel: LpfsMount, rel: str) -> None:
         """utime sets atime and mtime, and stat shows them."""
-        os.utime(kernel.path / rel, (1_000_000_000, 1_500_000_000))
-        info = os.stat(kernel.path / rel)
+        os.utime(kernel.mountpoint / rel, (1_000_000_000, 1_500_000_000))
+        info = os.stat(kernel.mountpoint / rel)
         assert (1_000_000_000, 1_500_000_000) == (info.st_atime, info.st_mtime)
 
-    def test_utime_keeps_nanoseconds(self, kernel: Mount) -> None:
+    def test_utime_keeps_nanoseconds(self, kernel: LpfsMount) -> None:
         """kernfs keeps the full timespec64: nanoseconds survive."""
         times = (1_700_000_000_123_456_789, 1_700_000_001_987_654_321)
-        os.utime(kernel.path / LP_DIR / "enabled", ns=times)
-        info = os.stat(kernel.path / LP_DIR / "enabled")
+        os.utime(kernel.mountpoint / LP_DIR / "enabled", ns=times)
+        info = os.stat(kernel.mountpoint / LP_DIR / "enabled")
         assert times == (info.st_atime_ns, info.st_mtime_ns)
 
-    def test_chmod_outlives_state_changes(self, kernel: Mount) -> None:
+    def test_chmod_outlives_state_changes(self, kernel: LpfsMount) -> None:
         """The mode stays while the node exists, whatever the patch does."""
-        os.chmod(kernel.path / f"{LP_DIR}/stack_order", 0o600)
-        (kernel.path / "kernel/livepatch" / DEMO / "enabled").write_text("0\n")
-        info = os.stat(kernel.path / f"{LP_DIR}/stack_order")
+        os.chmod(kernel.mountpoint / f"{LP_DIR}/stack_order", 0o600)
+        (kernel.mountpoint / "kernel/livepatch" / DEMO / "enabled").write_text("0\n")
+        info = os.stat(kernel.mountpoint / f"{LP_DIR}/stack_order")
         assert (0o600, "1\n") == (
             stat.S_IMODE(info.st_mode),
-            (kernel.path / f"{LP_DIR}/stack_order").read_text(),
+            (kernel.mountpoint / f"{LP_DIR}/stack_order").read_text(),
         )
 
     @pytest.mark.parametrize("rel", [f"{LP_DIR}/enabled", f"{LP_DIR}/vmlinux"])
-    def test_mode_is_reset_when_the_node_is_freed(self, kernel: Mount, rel: str) -> None:
+    def test_mode_is_reset_when_the_node_is_freed(self, kernel: LpfsMount, rel: str) -> None:
         """A patch loaded again has new nodes with the attribute macros' modes."""
-        default = stat.S_IMODE(os.stat(kernel.path / rel).st_mode)
-        os.chmod(kernel.path / rel, 0o600)
+        default = stat.S_IMODE(os.stat(kernel.mountpoint / rel).st_mode)
+        os.chmod(kernel.mountpoint / rel, 0o600)
         reload_lp(kernel)
-        assert default == stat.S_IMODE(os.stat(kernel.path / rel).st_mode)
+        assert default == stat.S_IMODE(os.stat(kernel.mountpoint / rel).st_mode)
 
-    def test_times_are_reset_when_the_node_is_freed(self, kernel: Mount) -> None:
+    def test_times_are_reset_when_the_node_is_freed(self, kernel: LpfsMount) -> None:
         """A patch loaded again has new nodes with fresh times."""
-        os.utime(kernel.path / LP_DIR / "enabled", (1_000_000_000, 1_000_000_000))
+        os.utime(kernel.mountpoint / LP_DIR / "enabled", (1_000_000_000, 1_000_000_000))
         reload_lp(kernel)
-        assert 1_000_000_000 < os.stat(kernel.path / LP_DIR / "enabled").st_mtime
+        assert 1_000_000_000 < os.stat(kernel.mountpoint / LP_DIR / "enabled").st_mtime
 
-    def test_param_mode_is_reset_when_the_module_is_reloaded(self, kernel: Mount) -> None:
+    def test_param_mode_is_reset_when_the_module_is_reloaded(self, kernel: LpfsMount) -> None:
         """A parameter file of a module loaded again has its declared mode."""
-        os.chmod(kernel.path / BLOCK_TRANSITION, 0o600)
+        os.chmod(kernel.mountpoint / BLOCK_TRANSITION, 0o600)
         call(kernel, "rmmod", name=BUSY)
         load(kernel, BUSY)
-        assert 0o644 == stat.S_IMODE(os.stat(kernel.path / BLOCK_TRANSITION).st_mode)
+        assert 0o644 == stat.S_IMODE(os.stat(kernel.mountpoint / BLOCK_TRANSITION).st_mode)
 
     @pytest.mark.parametrize(
         "rel,mode,flags,answer",
@@ -545,11 +551,11 @@ class TestSetattr:
         ids=[f"{rel.rsplit('/', 1)[1]}-{mode:o}" for rel, mode, _, _ in OPEN_AFTER_CHMOD],
     )
     def test_open_check_follows_the_new_mode(
-        self, kernel: Mount, rel: str, mode: int, flags: int, answer: Any
+        self, kernel: LpfsMount, rel: str, mode: int, flags: int, answer: Any
     ) -> None:
         """The open check uses the chmod'ed mode; an opened file without show or store gives EIO."""
-        os.chmod(kernel.path / rel, mode)
-        assert answer == open_and_use(kernel.path / rel, flags)
+        os.chmod(kernel.mountpoint / rel, mode)
+        assert answer == open_and_use(kernel.mountpoint / rel, flags)
 
 
 # -- the control socket ------------------------------------------------------------
@@ -612,7 +618,7 @@ BAD_REQUESTS: list[tuple[str, bytes]] = [
 
 
 @pytest.fixture
-def sock(kernel: Mount) -> str:
+def sock(kernel: LpfsMount) -> str:
     """The daemon's control socket, as `lpfs status --json` names it."""
     return kernel.status()["socket"]
 
@@ -630,27 +636,29 @@ class TestControlSocket:
     @pytest.mark.parametrize(
         "payload", [p for _, p in BAD_REQUESTS], ids=[n for n, _ in BAD_REQUESTS]
     )
-    def test_bad_request_changes_nothing(self, kernel: Mount, sock: str, payload: bytes) -> None:
+    def test_bad_request_changes_nothing(
+        self, kernel: LpfsMount, sock: str, payload: bytes
+    ) -> None:
         """After a malformed request the daemon serves `lpfs status` and its state is as before."""
         before = prepared_snapshot(kernel)
         exchange(sock, payload)
-        result = kernel.lpfs("status", check=False)
+        result = kernel.command("status")
         assert (0, before) == (result.returncode, snapshot(kernel))
 
-    def test_half_a_line_does_not_block_other_clients(self, kernel: Mount, sock: str) -> None:
+    def test_half_a_line_does_not_block_other_clients(self, kernel: LpfsMount, sock: str) -> None:
         """While a client has sent half a request and hangs, `lpfs status` still answers."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(sock)
         try:
             conn.sendall(b'{"cmd": "sta')
-            during = kernel.lpfs("status", check=False).returncode
+            during = kernel.command("status").returncode
             time.sleep(1.0)
         finally:
             conn.close()
-        after = kernel.lpfs("status", check=False).returncode
+        after = kernel.command("status").returncode
         assert (0, 0) == (during, after)
 
-    def test_many_hanging_clients_do_not_block_others(self, kernel: Mount, sock: str) -> None:
+    def test_many_hanging_clients_do_not_block_others(self, kernel: LpfsMount, sock: str) -> None:
         """Twenty clients stuck mid-request do not keep a twenty-first from being served."""
         conns = []
         try:
@@ -659,14 +667,14 @@ class TestControlSocket:
                 conn.connect(sock)
                 conn.sendall(b'{"cmd": ')
                 conns.append(conn)
-            during = kernel.lpfs("status", check=False).returncode
+            during = kernel.command("status").returncode
         finally:
             for conn in conns:
                 conn.close()
         assert 0 == during
 
     def test_client_vanishing_mid_reply_does_not_stop_the_daemon(
-        self, kernel: Mount, sock: str
+        self, kernel: LpfsMount, sock: str
     ) -> None:
         """A client that hangs up before reading a long reply leaves the daemon serving."""
         for _ in range(3):
@@ -674,10 +682,10 @@ class TestControlSocket:
             conn.connect(sock)
             conn.sendall(b'{"cmd": "dmesg", "follow": true}\n')
             conn.close()
-        assert 0 == kernel.lpfs("status", check=False).returncode
+        assert 0 == kernel.command("status").returncode
 
     def test_concurrent_bad_requests_leave_the_daemon_serving(
-        self, kernel: Mount, sock: str
+        self, kernel: LpfsMount, sock: str
     ) -> None:
         """Bad requests sent all at once from threads are answered as each is alone."""
         alone = {name: reply_shape(exchange(sock, payload)) for name, payload in BAD_REQUESTS}
@@ -693,7 +701,7 @@ class TestControlSocket:
             thread.start()
         for thread in threads:
             thread.join(60)
-        status = kernel.lpfs("status", check=False).returncode
+        status = kernel.command("status").returncode
         assert (alone, 0) == (together, status)
 
 
@@ -754,14 +762,14 @@ BAD_MODULES = [
 
 @pytest.mark.parametrize("bad", BAD_MODULES, ids=[bad.id for bad in BAD_MODULES])
 def test_malformed_module_file_is_one_line_and_exit_1(
-    kernel: Mount, tmp_path: Path, bad: BadModule
+    kernel: LpfsMount, tmp_path: Path, bad: BadModule
 ) -> None:
     """insmod of a malformed module file prints one `insmod: ERROR:` line, exits 1, loads nothing."""
     path = tmp_path / "bad.toml"
     if bad.content is not None:
         path.write_bytes(bad.content)
     before = prepared_snapshot(kernel)
-    result = kernel.lpfs("insmod", str(path), check=False)
+    result = kernel.command("insmod", str(path))
     lines = result.stderr.splitlines()
     prefix = "insmod: ERROR: " + bad.message.format(file=path)
     assert (1, "", 1, True, before) == (
@@ -773,20 +781,20 @@ def test_malformed_module_file_is_one_line_and_exit_1(
     )
 
 
-def test_directory_as_module_file_is_one_line_and_exit_1(kernel: Mount, tmp_path: Path) -> None:
+def test_directory_as_module_file_is_one_line_and_exit_1(kernel: LpfsMount, tmp_path: Path) -> None:
     """insmod of a directory prints one line naming it and exits 1."""
-    result = kernel.lpfs("insmod", str(tmp_path), check=False)
+    result = kernel.command("insmod", str(tmp_path))
     expected = f"insmod: ERROR: could not load module {tmp_path}: Is a directory\n"
     assert (1, expected) == (result.returncode, result.stderr)
 
 
-def test_daemon_survives_every_bad_input_in_a_row(kernel: Mount) -> None:
+def test_daemon_survives_every_bad_input_in_a_row(kernel: LpfsMount) -> None:
     """After all of the above in one go, the daemon still answers and the mount still reads."""
     sock = kernel.status()["socket"]
     for _, payload in BAD_REQUESTS:
         exchange(sock, payload)
     for target in TARGETS:
         for case in INPUTS[:8]:
-            attempt(kernel.path / target.path, case)
-    code = kernel.lpfs("status", check=False).returncode
-    assert (0, ["kernel", "module"]) == (code, sorted(os.listdir(kernel.path)))
+            attempt(kernel.mountpoint / target.path, case)
+    code = kernel.command("status").returncode
+    assert (0, ["kernel", "module"]) == (code, sorted(os.listdir(kernel.mountpoint)))

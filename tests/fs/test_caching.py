@@ -11,15 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import Mount
+from support import shipped
+
+from lpfs.pytest_plugin import LpfsMount
 
 LP = "test_klp_livepatch"
 LP_DIR = f"kernel/livepatch/{LP}"
 
 
-def warm(mnt: Mount) -> None:
+def warm(mnt: LpfsMount) -> None:
     """Walk every name of the patch and its module, as a tool reading them all would."""
-    for top in (mnt.path / LP_DIR, mnt.path / "module" / LP):
+    for top in (mnt.mountpoint / LP_DIR, mnt.mountpoint / "module" / LP):
         for path in (top, *top.rglob("*")):
             os.stat(path)
 
@@ -43,41 +45,41 @@ def gone(path: Path) -> dict[str, int]:
     }
 
 
-def test_a_freed_patch_is_enoent_at_once(lp: Mount) -> None:
+def test_a_freed_patch_is_enoent_at_once(lp: LpfsMount) -> None:
     warm(lp)
     lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
-    assert dict.fromkeys(gone(lp.path), errno.ENOENT) == gone(lp.path / LP_DIR)
+    assert dict.fromkeys(gone(lp.mountpoint), errno.ENOENT) == gone(lp.mountpoint / LP_DIR)
 
 
-def test_a_reloaded_patch_is_the_new_one_at_once(lp: Mount) -> None:
+def test_a_reloaded_patch_is_the_new_one_at_once(lp: LpfsMount) -> None:
     warm(lp)
     lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
     lp.rmmod(LP)
-    lp.insmod(LP)
+    lp.insmod(shipped(LP))
     assert ("1\n", "0\n") == (lp.read(f"{LP_DIR}/enabled"), lp.read(f"{LP_DIR}/transition"))
 
 
-def test_an_unloaded_module_is_enoent_at_once(lp: Mount) -> None:
+def test_an_unloaded_module_is_enoent_at_once(lp: LpfsMount) -> None:
     warm(lp)
     lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
     lp.rmmod(LP)
     assert (errno.ENOENT, errno.ENOENT) == (
-        errno_of(lambda: os.stat(lp.path / "module" / LP / "refcnt")),
-        0 if os.access(lp.path / "module" / LP, os.F_OK) else errno.ENOENT,
+        errno_of(lambda: os.stat(lp.mountpoint / "module" / LP / "refcnt")),
+        0 if os.access(lp.mountpoint / "module" / LP, os.F_OK) else errno.ENOENT,
     )
 
 
-def test_a_chmod_shows_at_once(lp: Mount) -> None:
+def test_a_chmod_shows_at_once(lp: LpfsMount) -> None:
     warm(lp)
-    os.chmod(lp.path / LP_DIR / "enabled", 0o600)
-    assert 0o600 == os.stat(lp.path / LP_DIR / "enabled").st_mode & 0o777
+    os.chmod(lp.mountpoint / LP_DIR / "enabled", 0o600)
+    assert 0o600 == os.stat(lp.mountpoint / LP_DIR / "enabled").st_mode & 0o777
 
 
 @pytest.mark.parametrize("call", ["mkdir", "rename"])
-def test_namespace_calls_in_a_freed_directory_are_enoent(lp: Mount, call: str) -> None:
+def test_namespace_calls_in_a_freed_directory_are_enoent(lp: LpfsMount, call: str) -> None:
     warm(lp)
     lp.sh(f"echo 0 > {LP_DIR}/enabled", check=True)
-    target = lp.path / LP_DIR
+    target = lp.mountpoint / LP_DIR
     calls = {
         "mkdir": lambda: os.mkdir(target / "new"),
         "rename": lambda: os.rename(target / "enabled", target / "other"),

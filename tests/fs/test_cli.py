@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, Mount, lpfs_cli
+from support import MODULES, shipped
 
 from lpfs.fuse import binding
+from lpfs.pytest_plugin import LpfsMount, lpfs_command
 
 LP = "test_klp_livepatch"
 MOD = "test_klp_callbacks_mod"
@@ -49,78 +50,82 @@ def module_file(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def disable(mnt: Mount, patch: str) -> None:
+def disable(mnt: LpfsMount, patch: str) -> None:
     mnt.sh(f"echo 0 > kernel/livepatch/{patch}/enabled", check=True)
 
 
 class TestLsmod:
-    def test_layout(self, lp: Mount) -> None:
+    def test_layout(self, lp: LpfsMount) -> None:
         """lsmod prints kmod's header, then `%-19s %8d  %d` rows, newest module first."""
-        lp.insmod(MOD)
+        lp.insmod(shipped(MOD))
         sizes = {module["name"]: module["size"] for module in lp.status()["modules"]}
         expected = [
             "Module                  Size  Used by",
             f"{MOD:<19} {sizes[MOD]:>8}  0",
             f"{LP:<19} {sizes[LP]:>8}  1",
         ]
-        assert expected == lp.lpfs("lsmod").stdout.splitlines()
+        assert expected == lp.run("lsmod").splitlines()
 
-    def test_empty(self, mnt: Mount) -> None:
+    def test_empty(self, mnt: LpfsMount) -> None:
         """Without modules lsmod prints only the header."""
-        assert "Module                  Size  Used by\n" == mnt.lpfs("lsmod").stdout
+        assert "Module                  Size  Used by\n" == mnt.run("lsmod")
 
 
 class TestRmmod:
-    def test_livepatch_in_use(self, lp: Mount) -> None:
+    def test_livepatch_in_use(self, lp: LpfsMount) -> None:
         """A livepatch whose patch exists holds its module: rmmod fails as kmod says."""
-        result = lp.rmmod(LP, check=False)
+        result = lp.command("rmmod", LP)
         assert (1, f"rmmod: ERROR: Module {LP} is in use\n") == (result.returncode, result.stderr)
 
-    def test_unknown_module(self, mnt: Mount) -> None:
+    def test_unknown_module(self, mnt: LpfsMount) -> None:
         """rmmod of a module that is not loaded fails as kmod says."""
-        result = mnt.rmmod("x", check=False)
+        result = mnt.command("rmmod", "x")
         expected = "rmmod: ERROR: Module x is not currently loaded\n"
         assert (1, expected) == (result.returncode, result.stderr)
 
-    def test_after_disable(self, lp: Mount) -> None:
+    def test_after_disable(self, lp: LpfsMount) -> None:
         """Once the patch is disabled and freed, rmmod succeeds silently."""
         disable(lp, LP)
-        result = lp.rmmod(LP, check=False)
+        result = lp.command("rmmod", LP)
         assert (0, "", "") == (result.returncode, result.stdout, result.stderr)
 
 
 class TestInsmod:
-    def test_loaded_module_exists(self, lp: Mount) -> None:
+    def test_loaded_module_exists(self, lp: LpfsMount) -> None:
         """Loading a module that is already loaded fails with File exists."""
-        result = lp.insmod(LP, check=False)
+        result = lp.command("insmod", str(shipped(LP)))
         file = MODULES / f"{LP}.toml"
         expected = f"insmod: ERROR: could not insert module {file}: File exists\n"
         assert (1, expected) == (result.returncode, result.stderr)
 
-    def test_malformed_module_file_names_the_key(self, mnt: Mount, tmp_path: Path) -> None:
+    def test_malformed_module_file_names_the_key(self, mnt: LpfsMount, tmp_path: Path) -> None:
         """A func without old_name is refused with the file, the key and the reason."""
-        result = mnt.insmod(module_file(tmp_path, "broken", MISSING_OLD_NAME), check=False)
+        result = mnt.command("insmod", module_file(tmp_path, "broken", MISSING_OLD_NAME))
         assert (1, True) == (
             result.returncode,
             "object[0].func[0].old_name: missing" in result.stderr,
         )
 
-    def test_objects_without_livepatch_flag_are_invalid(self, mnt: Mount, tmp_path: Path) -> None:
+    def test_objects_without_livepatch_flag_are_invalid(
+        self, mnt: LpfsMount, tmp_path: Path
+    ) -> None:
         """A module not marked livepatch that calls klp_enable_patch fails with EINVAL."""
         file = module_file(tmp_path, "plain_patcher", NOT_A_LIVEPATCH)
-        result = mnt.insmod(file, check=False)
+        result = mnt.command("insmod", file)
         expected = f"insmod: ERROR: could not insert module {file}: Invalid parameters\n"
         assert (1, expected) == (result.returncode, result.stderr)
 
-    def test_objects_without_livepatch_flag_are_logged(self, mnt: Mount, tmp_path: Path) -> None:
+    def test_objects_without_livepatch_flag_are_logged(
+        self, mnt: LpfsMount, tmp_path: Path
+    ) -> None:
         """klp_enable_patch logs why it refused the module."""
-        mnt.insmod(module_file(tmp_path, "plain_patcher", NOT_A_LIVEPATCH), check=False)
+        mnt.command("insmod", module_file(tmp_path, "plain_patcher", NOT_A_LIVEPATCH))
         expected = "livepatch: module plain_patcher is not marked as a livepatch module"
         assert [expected] == mnt.dmesg()
 
 
 class TestStatus:
-    def test_json_fields(self, lp: Mount) -> None:
+    def test_json_fields(self, lp: LpfsMount) -> None:
         """status --json names the daemon, the taint, the transition, patches and modules."""
         status = lp.status()
         expected = {
@@ -137,13 +142,13 @@ class TestStatus:
         }
         assert expected == set(status)
 
-    def test_json_values(self, lp: Mount) -> None:
+    def test_json_values(self, lp: LpfsMount) -> None:
         """After one livepatch loaded: tainted K, no transition, the mountpoint served."""
         status = lp.status()
         actual = (status["mountpoint"], status["tainted"], status["transition"])
-        assert (str(lp.path), TAINT_LIVEPATCH, None) == actual
+        assert (str(lp.mountpoint), TAINT_LIVEPATCH, None) == actual
 
-    def test_json_patch(self, lp: Mount) -> None:
+    def test_json_patch(self, lp: LpfsMount) -> None:
         """Each patch shows what its sysfs directory shows."""
         expected = {
             "name": LP,
@@ -170,7 +175,7 @@ class TestStatus:
         }
         assert [expected] == lp.status()["patches"]
 
-    def test_json_transition(self, blocked: Mount) -> None:
+    def test_json_transition(self, blocked: LpfsMount) -> None:
         """A blocked transition shows its patch, direction and task counts."""
         transition = blocked.status()["transition"]
         actual = {key: transition[key] for key in ("patch", "direction", "tasks_switched")}
@@ -180,14 +185,12 @@ class TestStatus:
 class TestStats:
     """lpfs's own session counts the requests it reads; a libfuse binding counts none."""
 
-    def requests(self, mnt: Mount) -> dict[str, int] | None:
-        counts: dict[str, int] | None = json.loads(mnt.lpfs("stats", "--json").stdout)[
-            "fuse_requests"
-        ]
+    def requests(self, mnt: LpfsMount) -> dict[str, int] | None:
+        counts: dict[str, int] | None = json.loads(mnt.run("stats", "--json"))["fuse_requests"]
         return counts
 
     @pytest.mark.own_session
-    def test_a_read_counts_its_open_and_reads(self, lp: Mount) -> None:
+    def test_a_read_counts_its_open_and_reads(self, lp: LpfsMount) -> None:
         before = self.requests(lp)
         assert before is not None
         lp.read(f"kernel/livepatch/{LP}/enabled")
@@ -196,26 +199,26 @@ class TestStats:
         grown = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in ("OPEN", "READ")}
         assert {"OPEN": 1, "READ": 2} == grown
 
-    def test_counted_only_by_lpfss_own_session(self, lp: Mount) -> None:
+    def test_counted_only_by_lpfss_own_session(self, lp: LpfsMount) -> None:
         assert (binding.NAME == "lpfs.fuse.session") == (self.requests(lp) is not None)
 
     @pytest.mark.own_session
-    def test_the_table_names_each_kind(self, lp: Mount) -> None:
+    def test_the_table_names_each_kind(self, lp: LpfsMount) -> None:
         lp.read(f"kernel/livepatch/{LP}/enabled")
-        rows = [line.split() for line in lp.lpfs("stats").stdout.splitlines()]
+        rows = [line.split() for line in lp.run("stats").splitlines()]
         assert ["REQUEST", "COUNT"] == rows[0]
         assert {"INIT", "OPEN", "READ"} <= {row[0] for row in rows[1:]}
 
 
 class TestDmesg:
-    def test_lines_carry_a_timestamp(self, lp: Mount) -> None:
+    def test_lines_carry_a_timestamp(self, lp: LpfsMount) -> None:
         """Every line starts with `[ seconds.micro] `, as the selftests' sed expects."""
-        lines = lp.lpfs("dmesg").stdout.splitlines()
+        lines = lp.run("dmesg").splitlines()
         assert (True, []) == (bool(lines), [line for line in lines if not DMESG_PREFIX.match(line)])
 
-    def test_json_records(self, lp: Mount) -> None:
+    def test_json_records(self, lp: LpfsMount) -> None:
         """dmesg --json prints one object per line with seq, ts_usec, level, text and facility."""
-        records = [json.loads(line) for line in lp.lpfs("dmesg", "--json").stdout.splitlines()]
+        records = [json.loads(line) for line in lp.run("dmesg", "--json").splitlines()]
         shapes = {tuple((key, type(value).__name__) for key, value in r.items()) for r in records}
         expected = {
             (
@@ -228,15 +231,15 @@ class TestDmesg:
         }
         assert expected == shapes
 
-    def test_json_matches_text(self, lp: Mount) -> None:
+    def test_json_matches_text(self, lp: LpfsMount) -> None:
         """The JSON records and the text lines carry the same messages in the same order."""
-        texts = [DMESG_PREFIX.sub("", line) for line in lp.lpfs("dmesg").stdout.splitlines()]
+        texts = [DMESG_PREFIX.sub("", line) for line in lp.run("dmesg").splitlines()]
         assert texts == lp.dmesg()
 
-    def test_clear_empties_the_ring(self, lp: Mount) -> None:
+    def test_clear_empties_the_ring(self, lp: LpfsMount) -> None:
         """dmesg -C prints nothing and leaves an empty log."""
-        cleared = lp.lpfs("dmesg", "-C").stdout
-        assert ("", "") == (cleared, lp.lpfs("dmesg").stdout)
+        cleared = lp.run("dmesg", "-C")
+        assert ("", "") == (cleared, lp.run("dmesg"))
 
 
 class TestExitCodes:
@@ -247,37 +250,37 @@ class TestExitCodes:
     )
     def test_no_daemon_is_3(self, args: tuple[str, ...]) -> None:
         """Naming a mountpoint no daemon serves exits 3."""
-        assert 3 == lpfs_cli(*args, check=False).returncode
+        assert 3 == lpfs_command(*args).returncode
 
     @pytest.mark.parametrize(
         "args", [("no-such-command",), ("wait", LP), ("tick", "many")], ids=lambda a: a[0]
     )
     def test_usage_error_is_2(self, args: tuple[str, ...]) -> None:
         """A command line argparse rejects exits 2."""
-        assert 2 == lpfs_cli(*args, check=False).returncode
+        assert 2 == lpfs_command(*args).returncode
 
 
 class TestWait:
-    def test_gone_times_out_while_patch_exists(self, lp: Mount) -> None:
+    def test_gone_times_out_while_patch_exists(self, lp: LpfsMount) -> None:
         """wait --gone exits 1 when the timeout passes with the patch still there."""
-        assert 1 == lp.lpfs("wait", LP, "--gone", "--timeout", "0.2", check=False).returncode
+        assert 1 == lp.command("wait", LP, "--gone", "--timeout", "0.2").returncode
 
-    def test_gone_returns_once_patch_is_freed(self, lp: Mount) -> None:
+    def test_gone_returns_once_patch_is_freed(self, lp: LpfsMount) -> None:
         """wait --gone exits 0 once the patch directory is gone."""
         disable(lp, LP)
-        assert 0 == lp.lpfs("wait", LP, "--gone", "--timeout", "0.2", check=False).returncode
+        assert 0 == lp.command("wait", LP, "--gone", "--timeout", "0.2").returncode
 
 
 class TestTasks:
-    def test_blocking_names_task_and_function(self, blocked: Mount) -> None:
+    def test_blocking_names_task_and_function(self, blocked: LpfsMount) -> None:
         """tasks --blocking lists the task and the function it sleeps on."""
         expected = [
             "    PID COMM             REASON",
             "    100 task100          is sleeping on function cmdline_proc_show",
         ]
-        assert expected == blocked.lpfs("tasks", "--blocking").stdout.splitlines()
+        assert expected == blocked.run("tasks", "--blocking").splitlines()
 
-    def test_blocking_json(self, blocked: Mount) -> None:
+    def test_blocking_json(self, blocked: LpfsMount) -> None:
         """tasks --blocking --json gives pid, comm, reason and function."""
         expected = [
             {
@@ -287,8 +290,8 @@ class TestTasks:
                 "function": "cmdline_proc_show",
             }
         ]
-        assert expected == json.loads(blocked.lpfs("tasks", "--blocking", "--json").stdout)
+        assert expected == json.loads(blocked.run("tasks", "--blocking", "--json"))
 
-    def test_nothing_blocks_without_a_transition(self, lp: Mount) -> None:
+    def test_nothing_blocks_without_a_transition(self, lp: LpfsMount) -> None:
         """With no transition in progress no task is blocking."""
-        assert [] == json.loads(lp.lpfs("tasks", "--blocking", "--json").stdout)
+        assert [] == json.loads(lp.run("tasks", "--blocking", "--json"))

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import start_daemon, stop_daemon
+from support import require_fuse
 
 from lpfs.control.client import Client
 from lpfs.control.protocol import socket_path
+from lpfs.pytest_plugin import mounted
 
 STRESS = float(os.environ.get("LPFS_STRESS", "1"))
 ROUNDS = int(30 * STRESS)
@@ -221,29 +222,29 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     for patch in PATCHES:
         (modules / f"{patch}.toml").write_text(module_text(patch))
     mnt, log = base / "mnt", base / "kernel.log"
-    start_daemon(mnt, "--transition-interval", "0.005", "--kernel-log", str(log))
+    require_fuse()
     stop = threading.Event()
     seen: list[Seen] = []
     readers = [
         threading.Thread(target=read_loop, args=(mnt, seed, stop, seen), daemon=True)
         for seed in range(READERS)
     ]
-    try:
-        writer = Writer(mnt, modules, log)
-        start = time.monotonic()
-        for patch in PATCHES:
-            writer.changes.append(Change(patch, "absent", start, start))
-        for reader in readers:
-            reader.start()
-        for index in range(ROUNDS):
-            writer.round(index)
-        stop.set()
-        for reader in readers:
-            reader.join(30)
-        yield Run(writer.changes, seen)
-    finally:
-        stop.set()
-        stop_daemon(mnt)
+    with mounted(mnt, "--transition-interval", "0.005", "--kernel-log", str(log)):
+        try:
+            writer = Writer(mnt, modules, log)
+            start = time.monotonic()
+            for patch in PATCHES:
+                writer.changes.append(Change(patch, "absent", start, start))
+            for reader in readers:
+                reader.start()
+            for index in range(ROUNDS):
+                writer.round(index)
+            stop.set()
+            for reader in readers:
+                reader.join(30)
+            yield Run(writer.changes, seen)
+        finally:
+            stop.set()
 
 
 def expected(run: Run, seen: Seen) -> str | None:

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lpfs_fixtures import Mount, start_daemon, stop_daemon
+from support import require_fuse
 
+from lpfs.pytest_plugin import LpfsMount, mounted
 from lpfs.tools import cli
 
 # `make stress` scales the run: LPFS_STRESS=10 is ten times the work and the
@@ -333,27 +334,27 @@ class Run:
     listing_ok: bool
 
 
-def drain(mount: Mount) -> None:
+def drain(mount: LpfsMount) -> None:
     """End every simulated task and wait until no transition is left."""
-    tasks = json.loads(mount.lpfs("tasks", "--json").stdout)
+    tasks = json.loads(mount.run("tasks", "--json"))
     for task in tasks:
         if not task["idle"]:
-            mount.lpfs("task", "exit", str(task["pid"]), check=False)
+            mount.command("task", "exit", str(task["pid"]))
     deadline = time.monotonic() + DRAIN_SECONDS
     while mount.status()["transition"] is not None and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def observe(mount: Mount, reports: list[dict[str, Any]], seconds: float) -> Run:
-    klp, module = mount.path / "kernel/livepatch", mount.path / "module"
+def observe(mount: LpfsMount, reports: list[dict[str, Any]], seconds: float) -> Run:
+    klp, module = mount.mountpoint / "kernel/livepatch", mount.mountpoint / "module"
     patch_dirs = sorted(os.listdir(klp))
     module_dirs = sorted(os.listdir(module))
     return Run(
         reports=reports,
         seconds=seconds,
         status=mount.status(),
-        records=[json.loads(line) for line in mount.lpfs("dmesg", "--json").stdout.splitlines()],
-        lsmod=json.loads(mount.lpfs("lsmod", "--json").stdout),
+        records=[json.loads(line) for line in mount.run("dmesg", "--json").splitlines()],
+        lsmod=json.loads(mount.run("lsmod", "--json")),
         patch_dirs=patch_dirs,
         patch_files={
             name: {
@@ -363,7 +364,7 @@ def observe(mount: Mount, reports: list[dict[str, Any]], seconds: float) -> Run:
         },
         module_dirs=module_dirs,
         refcnt_files={name: (module / name / "refcnt").read_text() for name in module_dirs},
-        listing_ok=sorted(os.listdir(mount.path)) == ["kernel", "module"],
+        listing_ok=sorted(os.listdir(mount.mountpoint)) == ["kernel", "module"],
     )
 
 
@@ -375,24 +376,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     modules.mkdir()
     for name in PATCHES:
         (modules / f"{name}.toml").write_text(module_text(name))
-    path = base / "mnt"
-    start_daemon(path, "--transition-interval", "0.01")
-    try:
-        mount = Mount(path)
+    require_fuse()
+    with mounted(base / "mnt", "--transition-interval", "0.01") as mount:
         for name in LOADED_FIRST:
-            mount.lpfs("insmod", str(modules / f"{name}.toml"))
+            mount.run("insmod", str(modules / f"{name}.toml"))
         yield stress(mount, modules, base)
-    finally:
-        stop_daemon(path)
 
 
-def stress(mount: Mount, modules: Path, base: Path) -> Run:
+def stress(mount: LpfsMount, modules: Path, base: Path) -> Run:
     started = time.monotonic()
     deadline = started + WORK_SECONDS
     context = multiprocessing.get_context("fork")
     results = [base / f"worker{i}.json" for i in range(WORKERS)]
     processes = [
-        context.Process(target=work, args=(i, mount.path, modules, deadline, results[i]))
+        context.Process(target=work, args=(i, mount.mountpoint, modules, deadline, results[i]))
         for i in range(WORKERS)
     ]
     for process in processes:

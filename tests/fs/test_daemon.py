@@ -15,17 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from lpfs_fixtures import (
-    MODULES,
-    Mount,
-    lpfs_cli,
-    missing,
-    require_fuse,
-    start_daemon,
-    stop_daemon,
-)
+from support import MODULES, missing, require_fuse, shipped
 
 from lpfs.fuse import mounttable
+from lpfs.pytest_plugin import LpfsMount, lpfs_command, mounted
 
 OTHER_USER = "lpfs-test"
 
@@ -67,7 +60,7 @@ def foreground(tmp_path: Path):
                 proc.kill()
                 proc.wait()
         if mounttable.is_mounted(mnt):
-            subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
+            mounttable.unmount(mnt, lazy=True)
 
 
 class TestSignals:
@@ -76,7 +69,7 @@ class TestSignals:
         """SIGTERM and SIGINT unmount, remove the socket, keep the log file, and exit 0."""
         klog = tmp_path / "kernel.log"
         proc, mnt = foreground("--kernel-log", str(klog))
-        sock = Path(json.loads(lpfs_cli("status", "--json", "--mount", str(mnt)).stdout)["socket"])
+        sock = Path(LpfsMount(mnt).status()["socket"])
         proc.send_signal(signum)
         assert 0 == proc.wait(timeout=10)
         assert (False, False) == (mounttable.is_mounted(mnt), sock.exists())
@@ -90,20 +83,20 @@ class TestSignals:
 
 
 class TestKill:
-    def test_sigkill_leaves_a_mount_that_umount_clears(self, make_mount) -> None:
+    def test_sigkill_leaves_a_mount_that_umount_clears(self, lpfs_factory) -> None:
         """After SIGKILL the mount is stale; lpfs umount clears it and exits 0."""
-        mnt = make_mount()
+        mnt = lpfs_factory()
         os.kill(mnt.status()["pid"], signal.SIGKILL)
-        wait_for(lambda: _stale(mnt.path), "a stale mount")
-        lpfs_cli("umount", str(mnt.path))
-        assert not mounttable.is_mounted(mnt.path)
+        wait_for(lambda: _stale(mnt.mountpoint), "a stale mount")
+        assert 0 == lpfs_command("umount", str(mnt.mountpoint)).returncode
+        assert not mounttable.is_mounted(mnt.mountpoint)
 
-    def test_mount_recovers_a_stale_mountpoint(self, make_mount) -> None:
+    def test_mount_recovers_a_stale_mountpoint(self, lpfs_factory) -> None:
         """lpfs mount on a stale mountpoint clears it and serves again."""
-        mnt = make_mount()
+        mnt = lpfs_factory()
         os.kill(mnt.status()["pid"], signal.SIGKILL)
-        wait_for(lambda: _stale(mnt.path), "a stale mount")
-        lpfs_cli("mount", str(mnt.path), "--daemon", "--demo")
+        wait_for(lambda: _stale(mnt.mountpoint), "a stale mount")
+        assert 0 == lpfs_command("mount", str(mnt.mountpoint), "--daemon", "--demo").returncode
         assert "1\n" == mnt.read("kernel/livepatch/livepatch_demo/enabled")
 
 
@@ -116,17 +109,17 @@ def _stale(path: Path) -> bool:
 
 
 class TestBusy:
-    def test_busy_mountpoint(self, make_mount) -> None:
+    def test_busy_mountpoint(self, lpfs_factory) -> None:
         """A busy mount is refused with a hint; --lazy detaches it and the daemon leaves."""
-        mnt = make_mount()
+        mnt = lpfs_factory()
         pid = mnt.status()["pid"]
-        holder = subprocess.Popen(["sleep", "30"], cwd=mnt.path)
+        holder = subprocess.Popen(["sleep", "30"], cwd=mnt.mountpoint)
         try:
-            result = lpfs_cli("umount", str(mnt.path), check=False)
+            result = lpfs_command("umount", str(mnt.mountpoint))
             assert 1 == result.returncode
             assert "--lazy" in result.stderr
-            lpfs_cli("umount", "--lazy", str(mnt.path))
-            assert not mounttable.is_mounted(mnt.path)
+            assert 0 == lpfs_command("umount", "--lazy", str(mnt.mountpoint)).returncode
+            assert not mounttable.is_mounted(mnt.mountpoint)
         finally:
             holder.kill()
             holder.wait()
@@ -141,10 +134,10 @@ def _zombie(pid: int) -> bool:
 
 
 class TestLeak:
-    def test_open_read_close_hammer_keeps_memory_flat(self, mnt: Mount) -> None:
+    def test_open_read_close_hammer_keeps_memory_flat(self, mnt: LpfsMount) -> None:
         """20k parallel open/read/close of one file leave the daemon's RSS where it was."""
-        mnt.insmod("test_klp_livepatch")
-        path = str(mnt.klp / "test_klp_livepatch" / "enabled")
+        mnt.insmod(shipped("test_klp_livepatch"))
+        path = str(mnt.livepatch_dir / "test_klp_livepatch" / "enabled")
         daemon = psutil.Process(mnt.status()["pid"])
         _hammer(path, 2_000)
         before = daemon.memory_info().rss
@@ -186,11 +179,11 @@ def public_mount():
     path = Path(tempfile.mkdtemp(prefix="lpfs-public-"))
     path.chmod(0o755)
     mnt = path / "mnt"
-    start_daemon(mnt, "--demo", "--allow-other")
+    require_fuse()
     try:
-        yield Mount(mnt)
+        with mounted(mnt, "--demo", "--allow-other") as mount:
+            yield mount
     finally:
-        stop_daemon(mnt)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -205,28 +198,28 @@ def as_user(user: pwd.struct_passwd, *command: str) -> subprocess.CompletedProce
 
 
 class TestAccess:
-    def test_other_user_is_locked_out_without_allow_other(self, make_mount, other_user) -> None:
+    def test_other_user_is_locked_out_without_allow_other(self, lpfs_factory, other_user) -> None:
         """Without --allow-other another user cannot even list the mount."""
-        mnt = make_mount("--demo")
-        result = as_user(other_user, "ls", str(mnt.path))
+        mnt = lpfs_factory("--demo")
+        result = as_user(other_user, "ls", str(mnt.mountpoint))
         assert 0 != result.returncode
         assert "Permission denied" in result.stderr
 
-    def test_allow_other_reads_like_sysfs(self, public_mount: Mount, other_user) -> None:
+    def test_allow_other_reads_like_sysfs(self, public_mount: LpfsMount, other_user) -> None:
         """With --allow-other another user reads and lists, and gets EACCES writing, as on sysfs."""
         mnt = public_mount
-        patch = mnt.klp / "livepatch_demo"
+        patch = mnt.livepatch_dir / "livepatch_demo"
         assert ("1\n", 0) == _as_user_cat(other_user, patch / "enabled")
-        listing = as_user(other_user, "ls", str(mnt.klp))
+        listing = as_user(other_user, "ls", str(mnt.livepatch_dir))
         assert "livepatch_demo\n" == listing.stdout
         for attr in ("enabled", "force"):
             result = as_user(other_user, "bash", "-c", f"echo 0 > {patch / attr}")
             assert result.stderr.rstrip().endswith("Permission denied")
         assert "1\n" == mnt.read("kernel/livepatch/livepatch_demo/enabled")
 
-    def test_control_socket_refuses_other_users(self, make_mount, other_user) -> None:
+    def test_control_socket_refuses_other_users(self, lpfs_factory, other_user) -> None:
         """The daemon answers another uid with a permission error, even if it reaches the socket."""
-        mnt = make_mount()
+        mnt = lpfs_factory()
         sock = Path(mnt.status()["socket"])
         # A second name for the socket in a directory the other user may enter: the
         # daemons' own directory keeps its mode, whatever other daemons do meanwhile.
@@ -254,9 +247,9 @@ class TestAccess:
         assert (False, "permission") == (reply["ok"], reply["kind"])
         assert str(other_user.pw_uid) in reply["error"]
 
-    def test_runtime_dir_and_socket_modes(self, make_mount) -> None:
+    def test_runtime_dir_and_socket_modes(self, lpfs_factory) -> None:
         """The socket is 0600 in a directory only its owner can enter."""
-        sock = Path(make_mount().status()["socket"])
+        sock = Path(lpfs_factory().status()["socket"])
         assert (0o700, 0o600) == (sock.parent.stat().st_mode & 0o777, sock.stat().st_mode & 0o777)
 
 
@@ -265,7 +258,7 @@ def _as_user_cat(user: pwd.struct_passwd, path: Path) -> tuple[str, int]:
     return result.stdout, result.returncode
 
 
-def test_module_files_read_from_the_given_path_only(mnt: Mount, tmp_path) -> None:
+def test_module_files_read_from_the_given_path_only(mnt: LpfsMount, tmp_path) -> None:
     """insmod sends the file it was given; the daemon opens no path of its own."""
     copy = tmp_path / "test_klp_livepatch.toml"
     copy.write_text((MODULES / "test_klp_livepatch.toml").read_text())
@@ -274,7 +267,7 @@ def test_module_files_read_from_the_given_path_only(mnt: Mount, tmp_path) -> Non
     assert ["test_klp_livepatch"] == mnt.patches()
 
 
-def test_a_client_that_hangs_up_mid_request(mnt: Mount) -> None:
+def test_a_client_that_hangs_up_mid_request(mnt: LpfsMount) -> None:
     """A client that sends half a request and goes away leaves the daemon serving."""
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(mnt.status()["socket"])
@@ -283,15 +276,15 @@ def test_a_client_that_hangs_up_mid_request(mnt: Mount) -> None:
     assert mnt.status()["transition"] is None
 
 
-def test_scenario_loads_packed_and_toml_modules(make_mount, tmp_path) -> None:
+def test_scenario_loads_packed_and_toml_modules(lpfs_factory, tmp_path) -> None:
     """--scenario reads modules as insmod does: a packed .ko and a .toml alike."""
-    lpfs_cli("pack", "test_klp_livepatch", "-o", str(tmp_path / "lp.ko"))
+    assert 0 == lpfs_command("pack", "test_klp_livepatch", "-o", str(tmp_path / "lp.ko")).returncode
     (tmp_path / "mod.toml").write_text((MODULES / "test_klp_callbacks_mod.toml").read_text())
     plan = tmp_path / "plan.toml"
     plan.write_text(
         'modules = ["mod.toml", "lp.ko"]\n[[task]]\npid = 100\ncomm = "cat"\nstack = ["schedule"]\n'
     )
-    mnt = make_mount("--scenario", str(plan))
+    mnt = lpfs_factory("--scenario", str(plan))
     loaded = [module["name"] for module in mnt.status()["modules"]]
     assert ["test_klp_callbacks_mod", "test_klp_livepatch"] == sorted(loaded)
     assert "1\n" == mnt.read("kernel/livepatch/test_klp_livepatch/enabled")

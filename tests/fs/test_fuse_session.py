@@ -18,11 +18,12 @@ from typing import Any
 
 import psutil
 import pytest
-from lpfs_fixtures import Mount, lpfs_cli, missing, require_fuse, start_daemon
+from support import missing, require_fuse, shipped
 
 from lpfs.fuse import mounttable
 from lpfs.fuse.session import FuseOSError, Session
 from lpfs.fuse.wire import ROOT_ID
+from lpfs.pytest_plugin import LpfsMount, lpfs_command
 
 
 @pytest.fixture(autouse=True)
@@ -239,7 +240,15 @@ def test_a_lazily_detached_session_ends_once_its_held_request_is_answered(
 
 
 def _daemon_pid(path: Path) -> int:
-    return int(Mount(path).status()["pid"])
+    return int(LpfsMount(path).status()["pid"])
+
+
+def _mount_daemon(path: Path) -> None:
+    """``lpfs mount --daemon`` at ``path``, left for the test itself to take down."""
+    require_fuse()
+    path.mkdir(exist_ok=True)
+    result = lpfs_command("mount", str(path), "--daemon")
+    assert 0 == result.returncode, result.stderr
 
 
 def _exited(pid: int) -> bool:
@@ -258,8 +267,8 @@ own_session = pytest.mark.own_session
 def test_a_filesystem_below_survives_lpfs_umount(tmp_path: Path) -> None:
     path = tmp_path / "mnt"
     with tmpfs(path) as marker:
-        start_daemon(path)
-        lpfs_cli("umount", str(path))
+        _mount_daemon(path)
+        assert 0 == lpfs_command("umount", str(path)).returncode
         top = mounttable.top_mount(str(path))
         assert ("tmpfs", "tmpfs\n") == (top and top.fstype, marker.read_text())
 
@@ -270,7 +279,7 @@ def test_a_mount_above_survives_the_daemons_exit(tmp_path: Path, how: str) -> No
     path, source = tmp_path / "mnt", tmp_path / "source"
     source.mkdir()
     (source / "marker").write_text("above\n")
-    start_daemon(path)
+    _mount_daemon(path)
     try:
         pid = _daemon_pid(path)
         if how == "bind":
@@ -290,13 +299,15 @@ def test_a_mount_above_survives_the_daemons_exit(tmp_path: Path, how: str) -> No
 # -- the issue's reproductions, through the lpfs command ------------------------------
 
 
-def test_enotsupp_from_a_callback_fails_the_write_at_once(make_mount, connections: Path) -> None:
-    mnt = make_mount("--kernel", "4.18", "--transition-interval", "0")
-    mnt.insmod("test_klp_callbacks_demo")
-    patch = mnt.patch_dir("test_klp_callbacks_demo")
+def test_enotsupp_from_a_callback_fails_the_write_at_once(lpfs_factory, connections: Path) -> None:
+    mnt = lpfs_factory("--kernel", "4.18")
+    mnt.insmod(shipped("test_klp_callbacks_demo"))
+    patch = mnt.livepatch_dir / "test_klp_callbacks_demo"
     (patch / "enabled").write_text("0\n")
-    mnt.lpfs("wait", "test_klp_callbacks_demo", "--idle")
-    (mnt.path / "module/test_klp_callbacks_demo/parameters/pre_patch_ret").write_text("-524\n")
+    mnt.run("wait", "test_klp_callbacks_demo", "--idle")
+    (mnt.mountpoint / "module/test_klp_callbacks_demo/parameters/pre_patch_ret").write_text(
+        "-524\n"
+    )
     started = time.monotonic()
     writer = subprocess.Popen(
         ["bash", "-c", f"echo 1 > {patch / 'enabled'}"], stderr=subprocess.PIPE, text=True
@@ -304,7 +315,7 @@ def test_enotsupp_from_a_callback_fails_the_write_at_once(make_mount, connection
     try:
         _, stderr = writer.communicate(timeout=5)
     except subprocess.TimeoutExpired:
-        abort(mounttable.top_mount(str(mnt.path)))  # frees the writer from its wait
+        abort(mounttable.top_mount(str(mnt.mountpoint)))  # frees the writer from its wait
         writer.kill()
         writer.communicate(timeout=10)
         pytest.fail("the write waits for an answer the kernel dropped")
@@ -312,7 +323,7 @@ def test_enotsupp_from_a_callback_fails_the_write_at_once(make_mount, connection
     assert (1, "Operation not supported") == (writer.returncode, stderr.strip().split(": ")[-1])
 
 
-def test_names_with_a_slash_list_as_the_kernel_lists_them(mnt: Mount, tmp_path: Path) -> None:
+def test_names_with_a_slash_list_as_the_kernel_lists_them(mnt: LpfsMount, tmp_path: Path) -> None:
     module = tmp_path / "slashes.toml"
     module.write_text(
         'name = "slashes"\n[[object]]\nname = "../../etc"\n'
@@ -329,20 +340,20 @@ def test_names_with_a_slash_list_as_the_kernel_lists_them(mnt: Mount, tmp_path: 
     )
 
 
-def test_lpfs_umount_lazy_names_who_keeps_the_daemon(make_mount) -> None:
-    mnt = make_mount()
-    pid = _daemon_pid(mnt.path)
-    held = os.open(mnt.path / "kernel", os.O_RDONLY)
+def test_lpfs_umount_lazy_names_who_keeps_the_daemon(lpfs_factory) -> None:
+    mnt = lpfs_factory()
+    pid = _daemon_pid(mnt.mountpoint)
+    held = os.open(mnt.mountpoint / "kernel", os.O_RDONLY)
     try:
         holder = subprocess.Popen(["sleep", "30"], stdin=held)
     finally:
         os.close(held)
     try:
-        result = lpfs_cli("umount", "--lazy", str(mnt.path))
+        result = lpfs_command("umount", "--lazy", str(mnt.mountpoint))
         assert (
-            f"lpfs: umount: daemon {pid} serves the detached mount until pid {holder.pid} (sleep) leaves\n"
-            == result.stderr
-        )
+            0,
+            f"lpfs: umount: daemon {pid} serves the detached mount until pid {holder.pid} (sleep) leaves\n",
+        ) == (result.returncode, result.stderr)
     finally:
         holder.kill()
         holder.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lpfs_fixtures import require_fuse
+from support import require_fuse
 
 from lpfs.fuse import mounttable, session
 from lpfs.fuse.session import FuseOSError

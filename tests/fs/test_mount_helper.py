@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, Mount, missing, require_fuse, require_tools, stop_daemon
+from support import MODULES, missing, require_fuse, require_tools
 
 from lpfs.fuse import mounttable
+from lpfs.pytest_plugin import LpfsMount, umount
 
 ROOT = Path(__file__).parents[2]
 HELPER = ROOT / "lpfs" / "tools" / "system" / "mount.lpfs"
@@ -38,7 +39,7 @@ def mountpoint(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "mnt"
     path.mkdir()
     yield path
-    stop_daemon(path)
+    umount(path)
 
 
 def test_options_become_lpfs_flags(mountpoint: Path) -> None:
@@ -46,11 +47,11 @@ def test_options_become_lpfs_flags(mountpoint: Path) -> None:
     options = "rw,kernel=4.19,transition_interval=0,noauto,nofail,_netdev,x-systemd.automount"
     result = helper("none", str(mountpoint), "-o", options)
     assert (0, "") == (result.returncode, result.stderr)
-    mnt = Mount(mountpoint)
+    mnt = LpfsMount(mountpoint)
     mnt.insmod(str(MODULES / "test_klp_livepatch.toml"))
     assert ("4.19.0", True) == (
         mnt.status()["kernel"],
-        (mnt.patch_dir("test_klp_livepatch") / "signal").exists(),
+        (mnt.livepatch_dir / "test_klp_livepatch" / "signal").exists(),
     )
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import require_fuse, require_tools
+from support import require_fuse, require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import GETPID_LOOP, MODULES, require_fuse, require_tools
+from support import GETPID_LOOP, MODULES, require_fuse, require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 LPFS_NS = ROOT / "mountpoint-scripts" / "lpfs-ns"

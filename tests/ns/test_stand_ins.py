@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse, require_tools
+from support import MODULES, require_fuse, require_tools
 
 from lpfs.fuse import mounttable
 

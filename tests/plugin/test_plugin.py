@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse
+from support import MODULES, require_fuse
 
 pytest_plugins = ["pytester"]
 

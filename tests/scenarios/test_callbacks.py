@@ -283,10 +283,10 @@ def test_multiple_target_modules(klp: Selftest) -> None:
         {BUSY}: {BUSY}_exit""")
 
 
-def test_busy_target_module(make_mount) -> None:
+def test_busy_target_module(lpfs_factory) -> None:
     """A task asleep in a patched function stalls the transition; disabling reverses it,
     and the retry timer (not the write) completes the reversal."""
-    klp = Selftest(make_mount("--transition-interval", "0.05"))
+    klp = Selftest(lpfs_factory("--transition-interval", "0.05"))
     klp.start_test("busy target module")
     klp.load_mod(BUSY, "block_transition=Y")
     klp.load_lp_nowait(LP)

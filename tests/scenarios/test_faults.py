@@ -1,8 +1,10 @@
 """Failures injected from module files, with the kernel's log lines and errno."""
 
 import pytest
-from lpfs_fixtures import MODULES, Mount
 from selftest import Selftest
+from support import MODULES
+
+from lpfs.pytest_plugin import LpfsMount
 
 LP = "test_klp_faulty"
 TARGET = "test_klp_callbacks_mod"
@@ -22,8 +24,8 @@ def module_file(tmp_path, obj: str = "vmlinux", func: str = "cmdline_proc_show",
     return str(path)
 
 
-def insmod_error(mnt: Mount, file: str) -> str:
-    result = mnt.insmod(file, check=False)
+def insmod_error(mnt: LpfsMount, file: str) -> str:
+    result = mnt.command("insmod", file)
     assert 1 == result.returncode
     return result.stderr.strip().rpartition(": ")[2]
 
@@ -42,7 +44,7 @@ def test_ftrace_handler_fails_to_register(klp: Selftest, tmp_path) -> None:
         livepatch: '{LP}': canceling patching transition, going to unpatch
         livepatch: '{LP}': completing unpatching transition
         livepatch: '{LP}': unpatching complete""")
-    assert ([], False) == (klp.mnt.patches(), (klp.mnt.path / "module" / LP).exists())
+    assert ([], False) == (klp.mnt.patches(), (klp.mnt.mountpoint / "module" / LP).exists())
 
 
 def test_ftrace_fault_spares_an_already_patched_function(klp: Selftest, tmp_path) -> None:
@@ -106,7 +108,7 @@ def test_target_module_refused_when_its_object_fails(klp: Selftest, tmp_path) ->
         livepatch: symbol 'callbacks_mod_work' not found in symbol table
         livepatch: failed to initialize patch '{LP}' for module '{TARGET}' (-22)
         livepatch: patch '{LP}' failed for module '{TARGET}', refusing to load module '{TARGET}'""")
-    assert not (klp.mnt.path / "module" / TARGET).exists()
+    assert not (klp.mnt.mountpoint / "module" / TARGET).exists()
 
 
 def test_ftrace_failure_when_target_module_loads(klp: Selftest, tmp_path) -> None:
@@ -123,9 +125,9 @@ def test_ftrace_failure_when_target_module_loads(klp: Selftest, tmp_path) -> Non
         livepatch: patch '{LP}' failed for module '{TARGET}', refusing to load module '{TARGET}'""")
 
 
-def test_host_symbols(make_mount, tmp_path) -> None:
+def test_host_symbols(lpfs_factory, tmp_path) -> None:
     """--symbols host checks vmlinux names against /proc/kallsyms."""
-    mnt = make_mount("--symbols", "host")
+    mnt = lpfs_factory("--symbols", "host")
     ambiguous = next(
         name
         for name, count in _kallsyms_counts().items()

@@ -19,7 +19,7 @@ PATCHED = f"{LP}: this has been live patched"
 
 def set_ftrace_enabled(klp: Selftest, value: int) -> str:
     """sysctl -q kernel.ftrace_enabled=VALUE: '' on success, else sysctl's error text."""
-    reply = Client(socket_path(klp.mnt.path)).call(
+    reply = Client(socket_path(klp.mnt.mountpoint)).call(
         "sysctl", name="kernel.ftrace_enabled", value=value
     )
     if reply["ok"]:
@@ -41,10 +41,10 @@ def test_ftrace_enabled_refuses_disable(klp: Selftest) -> None:
     assert 1 == klp.mnt.dmesg().count(deprecated)
 
 
-def test_ftrace_enabled_sysctl_before_7_3(make_mount) -> None:
+def test_ftrace_enabled_sysctl_before_7_3(lpfs_factory) -> None:
     """7.2: ftrace off makes the livepatch's ftrace registration fail, and ftrace cannot
     be turned off under a livepatch."""
-    klp = Selftest(make_mount("--kernel", "7.2", "--transition-interval", "0"))
+    klp = Selftest(lpfs_factory("--kernel", "7.2"))
     klp.start_test("livepatch interaction with ftrace_enabled sysctl")
     assert "" == set_ftrace_enabled(klp, 0)
     klp.log("livepatch: kernel.ftrace_enabled = 0")

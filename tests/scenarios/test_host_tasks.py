@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from lpfs_fixtures import MODULES, require_fuse, require_tools
+from support import MODULES, require_fuse, require_tools
 
 SCRIPT = r"""
 set -eu

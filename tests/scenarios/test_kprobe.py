@@ -76,9 +76,9 @@ def test_kprobe_after_livepatch_loads_unarmed(klp: Selftest) -> None:
         % rmmod {KPROBE}""")
 
 
-def test_kprobe_after_livepatch_fails_before_6_14(make_mount) -> None:
+def test_kprobe_after_livepatch_fails_before_6_14(lpfs_factory) -> None:
     """Up to 6.13 register_kprobe() returns the arming error: the module's init fails."""
-    klp = Selftest(make_mount("--kernel", "6.13", "--transition-interval", "0"))
+    klp = Selftest(lpfs_factory("--kernel", "6.13"))
     klp.load_lp(LP)
     klp.start_test("kprobe with post_handler on a livepatched function")
     klp.load_failing_mod(KPROBE)
@@ -93,7 +93,7 @@ def test_kprobes_disabled_leave_the_slot(klp: Selftest) -> None:
     klp.control("kprobes", enabled="0\n")
     klp.load_mod(KPROBE)
     klp.load_lp(LP)
-    refused = Client(socket_path(klp.mnt.path)).call("kprobes", enabled="1\n")
+    refused = Client(socket_path(klp.mnt.mountpoint)).call("kprobes", enabled="1\n")
     assert (False, errno.EBUSY) == (refused["ok"], refused["errno"])
     assert klp.mnt.dmesg()[-1] == (
         "kprobes: Kprobes globally enabled, but failed to enable 1 out of 1 probes. "

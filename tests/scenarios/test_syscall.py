@@ -8,8 +8,8 @@ exit and count down npids at their next getpid.
 
 import os
 
-from lpfs_fixtures import getpid_loops
 from selftest import Selftest
+from support import getpid_loops
 
 MOD_SYSCALL = "test_klp_syscall"
 # min(nproc, 128) in the script; at most 4 here, as each one keeps a CPU busy.
@@ -22,7 +22,7 @@ def test_patch_getpid_syscall_while_being_heavily_hammered(klp: Selftest) -> Non
     with getpid_loops(NPROC) as loops:
         pid_list = ",".join(str(loop.pid) for loop in loops)
         klp.load_lp(MOD_SYSCALL, f"klp_pids={pid_list}")
-        npids = klp.mnt.path / "kernel" / MOD_SYSCALL / "npids"
+        npids = klp.mnt.mountpoint / "kernel" / MOD_SYSCALL / "npids"
         klp.loop_until(lambda: npids.read_text() == "0\n", "every process patched")
         pending_pids = npids.read_text().strip()
         klp.log(f"{MOD_SYSCALL}: Remaining not livepatched processes: {pending_pids}")
@@ -47,7 +47,7 @@ def test_patch_getpid_syscall_while_being_heavily_hammered(klp: Selftest) -> Non
 def test_pending_until_switched(klp: Selftest) -> None:
     """The processes switch at their own syscall exits, whatever holds the rest of the
     transition up: npids reaches 0 while a task sleeping in getpid keeps it going."""
-    klp.mnt.add_task(100, "__x64_sys_getpid", state="uninterruptible")
+    klp.mnt.add_task(100, "task100", "uninterruptible", ["__x64_sys_getpid"])
     klp.start_test("getpid processes switch while another task blocks the transition")
     with getpid_loops(2) as loops:
         pid_list = ",".join(str(loop.pid) for loop in loops)
@@ -55,7 +55,7 @@ def test_pending_until_switched(klp: Selftest) -> None:
         klp.wait_for_transition(MOD_SYSCALL)
         npids = klp.mnt.read(f"kernel/{MOD_SYSCALL}/npids")
         klp.log(f"{MOD_SYSCALL}: Remaining not livepatched processes: {npids.strip()}")
-    klp.mnt.lpfs("task", "exit", "100")
+    klp.mnt.run("task", "exit", "100")
     klp.mnt.tick()
     klp.disable_lp(MOD_SYSCALL)
     klp.unload_lp(MOD_SYSCALL)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fake_kernel import ALL_FLAGS, FakeKernel, dirent_names, init_out, name
-from lpfs_fixtures import missing
+from support import missing
 
 from lpfs.daemon import livepatchfs
 from lpfs.errors import KernelError, UnsupportedKernel

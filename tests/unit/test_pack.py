@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import MODULES, PACKAGES, lpfs_cli, missing
+from support import MODULES, PACKAGES, missing
 
 from lpfs.errors import ModfileError
 from lpfs.formats import elf, pack
 from lpfs.formats.modfile import module_text
 from lpfs.kernel.profiles import Profile
+from lpfs.pytest_plugin import lpfs_command
 
 LIVEPATCH = MODULES / "test_klp_livepatch.toml"
 UNNAMED = """\
@@ -112,7 +113,7 @@ class TestLayout:
 
     def test_cli_reports_a_missing_file(self, tmp_path):
         """A source that cannot be read is an error of one line and exit 1."""
-        result = lpfs_cli("pack", str(tmp_path / "none.toml"), check=False)
+        result = lpfs_command("pack", str(tmp_path / "none.toml"))
         expected = f"lpfs: pack: {tmp_path / 'none.toml'}: No such file or directory\n"
         assert (1, expected) == (result.returncode, result.stderr)
 
