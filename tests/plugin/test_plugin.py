@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from support import MODULES, require_fuse
 
+from lpfs.fuse import mounttable
+
 pytest_plugins = ["pytester"]
 
 INNER = """
@@ -62,8 +64,8 @@ def test_shared_second_starts_reset(lpfs_shared):
 
 
 def mounts_under(path: Path) -> list[str]:
-    with open("/proc/mounts", encoding="utf-8") as mounts:
-        return [line for line in mounts if f" {path.resolve()}/" in line]
+    top = f"{mounttable.table_path(path)}/"
+    return [entry.path for entry in mounttable.mount_table() if entry.path.startswith(top)]
 
 
 def test_fixtures_mount_drive_and_unmount(pytester: pytest.Pytester) -> None:
