@@ -53,6 +53,21 @@ def test_a_dead_daemon_is_still_unmounted(lpfs):
     time.sleep(0.2)
 
 
+def test_factory_mounts_each_with_its_options(lpfs_factory):
+    old, new = lpfs_factory("--kernel", "4.19"), lpfs_factory()
+    old.insmod(MODULE)
+    assert ("4.19.0", [PATCH], [], "1\\n") == (
+        old.status()["kernel"],
+        old.patches(),
+        new.patches(),
+        old.read(f"kernel/livepatch/{{PATCH}}/enabled"),
+    )
+    busy = old.command("rmmod", PATCH)
+    assert (1, f"rmmod: ERROR: Module {{PATCH}} is in use\\n") == (busy.returncode, busy.stderr)
+    listing = new.sh("ls kernel")
+    assert (0, "livepatch\\n") == (listing.returncode, listing.stdout)
+
+
 def test_shared_first(lpfs_shared):
     lpfs_shared.insmod(MODULE)
     assert [PATCH] == [p["name"] for p in lpfs_shared.status()["patches"]]
@@ -73,6 +88,6 @@ def test_fixtures_mount_drive_and_unmount(pytester: pytest.Pytester) -> None:
     require_fuse()
     pytester.makepyfile(test_inner=INNER.format(module=str(MODULES / "test_klp_livepatch.toml")))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=6, failed=1)
     result.stdout.fnmatch_lines(["*fails on purpose*"])
     assert [] == mounts_under(pytester.path)
