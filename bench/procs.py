@@ -21,8 +21,10 @@ import psutil
 from lpfs.control.client import Client
 from lpfs.control.protocol import socket_path
 from lpfs.daemon import livepatchfs
+from lpfs.fuse import mounttable
+from lpfs.fuse.mounttable import is_mounted
 
-LPFS: Final = (sys.executable, "-m", "lpfs")  # as tests/lpfs_fixtures.py runs it
+LPFS: Final = (sys.executable, "-m", "lpfs")  # as lpfs/testing/plugin.py runs it
 TIMEOUT: Final = 60.0
 POLL: Final = 0.001
 EXIT_TIMEOUT: Final = 10.0
@@ -59,22 +61,6 @@ def answers(mountpoint: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-def _unescape(field: str) -> str:
-    """/proc/self/mounts writes space, tab, newline and backslash as octal escapes."""
-    for code in ("040", "011", "012", "134"):
-        field = field.replace(f"\\{code}", chr(int(code, 8)))
-    return field
-
-
-def mountpoints() -> set[Path]:
-    with open("/proc/self/mounts", encoding="utf-8") as f:
-        return {Path(_unescape(line.split()[1])) for line in f}
-
-
-def is_mounted(path: Path) -> bool:
-    return path in mountpoints()
 
 
 def alive(pid: int) -> bool:
@@ -116,7 +102,8 @@ class Reaper:
         self._pids.discard(pid)
 
     def mounts(self) -> list[Path]:
-        return sorted(p for p in mountpoints() if p.is_relative_to(self.root))
+        paths = {Path(entry.path) for entry in mounttable.mount_table()}
+        return sorted(p for p in paths if p.is_relative_to(self.root))
 
     def close(self, settle: float = 0.0) -> list[str]:
         """Unmount, then end processes; returns what had to be cleaned up.

@@ -17,7 +17,6 @@ from procs import (
     answers,
     daemon_pid,
     fusermount_lpfs,
-    is_mounted,
     lpfs,
     mount_baseline,
     mount_lpfs,
@@ -31,6 +30,8 @@ from procs import (
 )
 from stats import ratio, spread
 from targets import target
+
+from lpfs.fuse.mounttable import is_mounted
 
 PLAIN: Final = ("--transition-interval", "0")
 DEMO_MODULE: Final = (
