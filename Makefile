@@ -62,10 +62,13 @@ test: deps
 	LPFS_BINDING=fusepy $(BIN)/pytest -q tests/fs
 	LPFS_BINDING=mfusepy $(BIN)/pytest -q tests/fs/test_io.py
 
-# Outside CI: the concurrency and coherence runs at ten times the size, then an hour's soak.
+# Outside CI: the concurrency and coherence runs at ten times the size, then an
+# hour's soak; then the differential fuzzer's 500 step lists per real kernel
+# from a random seed (conformance/README.md), hours on this kind of machine.
 stress: deps
 	LPFS_STRESS=10 $(BIN)/pytest -q tests/fs/test_concurrency.py tests/fs/test_coherence.py
 	LPFS_STRESS=90 $(BIN)/pytest -q tests/fs/test_concurrency.py tests/fs/test_coherence.py
+	$(MAKE) conformance CONFORMANCE_ARGS='--fuzz 500 --fuzz-seed random'
 
 lint: deps
 	$(BIN)/ruff check .

@@ -1,13 +1,17 @@
 """Run scenarios on a shell, observe after every step, and diff two sides."""
 
 import difflib
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Final, Protocol
 
 from .console import Result
 from .scenarios import Scenario
-from .steps import SNAPSHOT, kernel_log, label, refcounts
+from .steps import QUIESCE, SNAPSHOT, kernel_log, label, refcounts
 
+LOG_MARK: Final = "@@LOG"
+SYSFS_MARK: Final = "@@SYSFS"
 # A step's own limit: Settle tries for 60 s; a busy host slows TCG down.
 STEP_TIMEOUT: Final = 180.0
 
@@ -24,7 +28,8 @@ class Shell(Protocol):
 @dataclass(frozen=True)
 class Observation:
     """What one step did: its command's status and output, the kernel log's
-    new lines, and /sys/kernel/livepatch with the modules' refcnt."""
+    new lines, and /sys/kernel/livepatch with the modules' refcnt. Texts have
+    no trailing newline."""
 
     step: str
     status: int
@@ -34,17 +39,30 @@ class Observation:
 
 
 def _run(shell: Shell, command: str) -> str:
-    return shell.run(command, STEP_TIMEOUT).output
+    return shell.run(command, STEP_TIMEOUT).output.rstrip("\n")
 
 
 def observe(shell: Shell, scenario: Scenario) -> list[Observation]:
+    """Run ``scenario``'s steps, observing after each; LeftoverError if it
+    does not leave the kernel as it found it (one that forces may: its side is
+    replaced after it)."""
     _run(shell, "dmesg -C")
+    # One command, as every command costs a bash: wait for frees, then the
+    # log's new lines, then the snapshot.
+    observation = (
+        f"{QUIESCE}; echo {LOG_MARK}; dmesg -c; echo {SYSFS_MARK}; "
+        f"({SNAPSHOT}); {refcounts(scenario.modules)}"
+    )
     observations = []
     for step in scenario.steps:
         result = shell.run(step.command(), STEP_TIMEOUT)
-        log = "\n".join(kernel_log(_run(shell, "dmesg -c")))
-        sysfs = _run(shell, f"({SNAPSHOT}); {refcounts(scenario.modules)}")
-        observations.append(Observation(label(step), result.status, result.output, log, sysfs))
+        seen = _run(shell, observation)
+        dmesg, _, sysfs = seen.removeprefix(f"{LOG_MARK}\n").partition(f"{SYSFS_MARK}\n")
+        log = "\n".join(kernel_log(dmesg))
+        output = result.output.rstrip("\n")
+        observations.append(Observation(label(step), result.status, output, log, sysfs))
+    if scenario.forces:
+        return observations
     # Clean means: nothing under /sys/kernel/livepatch, none of its modules loaded.
     left = [
         line for line in observations[-1].sysfs.splitlines() if not line.endswith(" refcnt absent")
@@ -52,6 +70,24 @@ def observe(shell: Shell, scenario: Scenario) -> list[Observation]:
     if left:
         raise LeftoverError(f"scenario {scenario.name!r} left behind: {'; '.join(left)}")
     return observations
+
+
+def observe_all(
+    start: Callable[[], AbstractContextManager[Shell]], scenarios: Iterable[Scenario]
+) -> list[list[Observation]]:
+    """Every scenario's observations, on sides ``start`` makes: one for as
+    many scenarios as can share it, a new one after a scenario that forces (a
+    forced transition may pin its module until the next boot)."""
+    pending = list(scenarios)
+    observed: list[list[Observation]] = []
+    while pending:
+        with start() as side:
+            while pending:
+                scenario = pending.pop(0)
+                observed.append(observe(side, scenario))
+                if scenario.forces:
+                    break
+    return observed
 
 
 def disagreements(kernel: list[Observation], lpfs: list[Observation]) -> list[tuple[int, str, str]]:

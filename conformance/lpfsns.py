@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from .console import COMMAND_LOOP, Console, ConsoleError, Result
+from .modcc import MODULES
 
 START_TIMEOUT: Final = 120.0
 # lpfs ns unmounts and stops its daemon once bash has exited.
@@ -25,7 +26,9 @@ def lpfs_command() -> str:
 
 
 class LpfsNs:
-    """``lpfs ns --kernel <release>`` running the command loop; a context manager."""
+    """``lpfs ns --kernel <release>`` running the command loop; a context manager.
+    Its modprobe finds the module files of ``conformance/modules`` by name, as
+    the kernel finds their compiled modules."""
 
     def __init__(self, release: str, transcript: Path) -> None:
         self.release = release
@@ -33,7 +36,10 @@ class LpfsNs:
 
     def __enter__(self) -> Self:
         self.console = Console.start(
-            [lpfs_command(), "ns", "--kernel", self.release, "--", "bash", "-c", COMMAND_LOOP],
+            [
+                *("env", f"LPFS_MODULE_PATH={MODULES}", lpfs_command(), "ns"),
+                *("--kernel", self.release, "--", "bash", "-c", COMMAND_LOOP),
+            ],
             self.transcript,
             START_TIMEOUT,
         )

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
+from . import modcc
 from .kernels import Kernel
 
 # KDIR for the selftests' install: a directory that never exists, so 6.12's
@@ -37,9 +38,8 @@ def copy_tree(source_top: Path, tree: Path) -> None:
     shutil.copytree(source_top, tree, symlinks=True)
 
 
-def build_modules(kernel: Kernel, kdir: Path, tree: Path, log: Path) -> list[Path]:
-    """The test modules' .ko files, built in ``tree``'s test-module directory."""
-    directory = tree / kernel.test_modules
+def build_modules(kdir: Path, directory: Path, log: Path) -> list[Path]:
+    """The .ko files of the out-of-tree modules in ``directory``, built there."""
     args = ["-C", str(kdir), f"M={directory}", "-j2", "modules"]
     # lib/livepatch's Makefile builds its modules only with this option, which
     # Debian's kernels leave unset.
@@ -53,6 +53,18 @@ def build_modules(kernel: Kernel, kdir: Path, tree: Path, log: Path) -> list[Pat
     if not modules:
         raise BuildError(f"no module built in {directory}; see {log}")
     return modules
+
+
+def build_test_modules(kernel: Kernel, kdir: Path, tree: Path, log: Path) -> list[Path]:
+    """The kernel's livepatch test modules, built in ``tree``'s copy of their directory."""
+    return build_modules(kdir, tree / kernel.test_modules, log)
+
+
+def build_generated(kdir: Path, directory: Path, log: Path) -> list[Path]:
+    """conformance/modules compiled (modcc.py) into ``directory`` and built."""
+    shutil.rmtree(directory, ignore_errors=True)
+    modcc.write_kbuild(modcc.compile_directory(), directory)
+    return build_modules(kdir, directory, log)
 
 
 def install_selftests(tree: Path, dest: Path, log: Path) -> Path:

@@ -89,14 +89,6 @@ class Selftest:
         error = result.stderr.strip().replace(str(MODULES) + "/", "test_modules/")
         self.log(error.replace(".toml", ".ko"))
 
-    def set_pre_patch_ret(self, mod: str, ret: int) -> None:
-        self.log(f"% echo {ret} > /sys/module/{mod}/parameters/pre_patch_ret")
-        self.mnt.sh(f"echo {ret} > module/{mod}/parameters/pre_patch_ret", check=True)
-
-    def check_sysfs_rights(self, mod: str, rel: str, rights: str) -> None:
-        path = os.path.join("kernel/livepatch", mod, rel)
-        assert rights == self.mnt.sh(f"stat --format %A {path}", check=True).stdout.strip()
-
     def check_sysfs_value(self, mod: str, rel: str, value: str) -> None:
         assert value == (self.mnt.livepatch_dir / mod / rel).read_text().rstrip("\n")
 
