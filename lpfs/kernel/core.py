@@ -1,6 +1,7 @@
 """The livepatch core: patches and their lifecycle.
 
-Mirrors kernel/livepatch/core.c; the module loader's side is in loader.py.
+Mirrors kernel/livepatch/core.c; the module loader's side is in loader.py,
+a ``ModuleLoader`` the core owns.
 ``Core.lock`` plays klp_mutex: it protects every module, patch, object and
 func, the transition engine and the task list. Public
 methods take it; helpers whose names end in ``_locked`` expect it held, and so
@@ -29,14 +30,16 @@ from lpfs.kernel.structs import (
     Func,
     KlpObject,
     Module,
+    ModuleDef,
+    ModuleState,
     Patch,
     kobject_name,
 )
-from lpfs.kernel.tasks import PatchState, SimulatedTasks
+from lpfs.kernel.tasks import PatchState, SimulatedTasks, Task
 from lpfs.kernel.transition import Transition
 
 
-class Core(ModuleLoader):
+class Core:
     """The emulated kernel: loaded modules, klp_patches and the transition."""
 
     def __init__(
@@ -67,12 +70,49 @@ class Core(ModuleLoader):
         # ops->func_stack per patched function, oldest first.
         self._func_stacks: dict[tuple[str, str, int], list[Func]] = {}
         self.engine = Transition(self, self.tasks, log, self.clock, self.changed.notify_all)
+        self.loader = ModuleLoader(self)
         self.tasks.on_new = self._adopt_task
 
     # -- helpers for log lines -----------------------------------------------
 
     def _pr(self, level: int, text: str) -> None:
         self.log.printk(level, f"livepatch: {text}")
+
+    # -- the module loader's verbs ------------------------------------------
+
+    def insmod(self, definition: ModuleDef, args: tuple[str, ...] = ()) -> Module:
+        """Load a module and run its init: ``ModuleLoader.insmod()``."""
+        return self.loader.insmod(definition, args)
+
+    def rmmod(self, name: str) -> None:
+        """Unload a module: ``ModuleLoader.rmmod()``."""
+        self.loader.rmmod(name)
+
+    def set_param(self, module: Module, name: str, text: str) -> None:
+        """A write to a module parameter: ``ModuleLoader.set_param()``."""
+        self.loader.set_param(module, name, text)
+
+    # -- tasks ---------------------------------------------------------------
+
+    def spawn_task(self, task: Task, parent: Task | None = None) -> Task:
+        """A new task; during a transition one without a parent starts unswitched.
+
+        Raises KeyError if the pid is taken.
+        """
+        with self.lock:
+            self._adopt_task(task, parent)
+            self.tasks.add(task)
+            self.changed.notify_all()
+            return task
+
+    def _adopt_task(self, task: Task, parent: Task | None) -> None:
+        """A forked task copies its parent's patch state; an orphan starts unswitched."""
+        if parent is not None:
+            task.patch_state = parent.patch_state
+            task.pending = parent.pending
+        elif self.engine.patch is not None:
+            task.patch_state = self.engine.initial_state
+            task.pending = True
 
     # -- reset ---------------------------------------------------------------
 
@@ -140,7 +180,7 @@ class Core(ModuleLoader):
         prev_states = self._prev_states()
         for line in lines:
             if line.applies(prev_states):
-                self._pr_module(
+                self.loader.pr_module(
                     patch.module, line.text, object=obj.name, callback=name, state=state, info=info
                 )
 
@@ -155,7 +195,7 @@ class Core(ModuleLoader):
 
     # -- klp_enable_patch ----------------------------------------------------
 
-    def _klp_enable_patch_locked(self, module: Module) -> None:
+    def klp_enable_patch_locked(self, module: Module) -> None:
         """klp_enable_patch() from the module's init, with the kernel's checks in order."""
         definition = module.definition
         if not definition.objects:
@@ -237,11 +277,11 @@ class Core(ModuleLoader):
             self._add_nops(patch)
         for obj in patch.objects:
             if self.object_loaded(obj):
-                self._init_object_loaded(obj)
+                self.init_object_loaded(obj)
         self.patches.append(patch)
         self.patches_generation += 1
 
-    def _init_object_loaded(self, obj: KlpObject) -> None:
+    def init_object_loaded(self, obj: KlpObject) -> None:
         """klp_init_object_loaded(): find every old function and both sizes.
 
         Raises KernelError: EINVAL for a symbol that is missing, ambiguous or
@@ -681,6 +721,13 @@ class Core(ModuleLoader):
         """The patch of the module ``name``: a module's patch is its until it is freed."""
         module = self.modules.get(name)
         return None if module is None else module.patch
+
+    def object_loaded(self, obj: KlpObject) -> bool:
+        """klp_is_object_loaded(): vmlinux always, a module while it is loaded and not going."""
+        if not obj.is_module:
+            return True
+        module = self.modules.get(obj.name)
+        return module is not None and module.state != ModuleState.GOING
 
     def stack_order(self, patch: Patch) -> int:
         """1-based position in klp_patches; past the end for an unlinked patch, as the kernel."""

@@ -3,16 +3,15 @@
 insmod and rmmod as kernel/module/main.c runs them for livepatch's sake:
 the taint at load, parameters, the module's own init and exit lines and
 work items, and klp_module_coming()/klp_module_going(), which patch and
-unpatch a target module's objects. A mixin of ``Core``, whose lock it
-shares: methods ending in ``_locked`` expect it held.
+unpatch a target module's objects. ``Core`` owns one ``ModuleLoader`` and
+is its ``Klp``: the loader takes the core's lock, and its methods ending in
+``_locked`` expect it held.
 """
-
-from __future__ import annotations
 
 import errno
 import threading
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from lpfs.errors import KernelError
 from lpfs.kernel import kobjects, legacy, params
@@ -37,10 +36,9 @@ TAINT_LIVEPATCH: Final = 15
 FIRST_WORKER_PID: Final = 10000  # pids of the work items modules start
 
 
-class ModuleLoader:
-    """insmod, rmmod and what livepatch does when modules come and go."""
+class Klp(Protocol):
+    """What the loader asks of the livepatch core (core.Core)."""
 
-    # Shared with Core, which sets them up.
     lock: threading.RLock
     changed: StateChanges
     log: KernelLog
@@ -52,23 +50,30 @@ class ModuleLoader:
     tainted: int
     kprobes: Kprobes
 
-    if TYPE_CHECKING:
-        # What the loader calls of the livepatch core (core.Core), declared so
-        # that the dependency is written down and type-checked where it is used.
-        def _pr(self, level: int, text: str) -> None: ...
-        def _klp_enable_patch_locked(self, module: Module) -> None: ...
-        def _init_object_loaded(self, obj: KlpObject) -> None: ...
-        def pre_patch_callback(self, patch: Patch, obj: KlpObject) -> int: ...
-        def post_patch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
-        def pre_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
-        def post_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
-        def patch_object(self, obj: KlpObject) -> int: ...
-        def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None: ...
-        def running_func(self, function: str, pid: int, obj: str = VMLINUX) -> Func | None: ...
-        def init_patch_locked(self, patch: Patch) -> None: ...
-        def start_patching_locked(self, patch: Patch) -> None: ...
-        def start_unpatching_locked(self, patch: Patch) -> None: ...
-        def free_patch(self, patch: Patch, put_module: bool = True) -> None: ...
+    def klp_enable_patch_locked(self, module: Module) -> None: ...
+    def init_object_loaded(self, obj: KlpObject) -> None: ...
+    def pre_patch_callback(self, patch: Patch, obj: KlpObject) -> int: ...
+    def post_patch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
+    def pre_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
+    def post_unpatch_callback(self, patch: Patch, obj: KlpObject) -> None: ...
+    def patch_object(self, obj: KlpObject) -> int: ...
+    def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None: ...
+    def running_func(self, function: str, pid: int, obj: str = VMLINUX) -> Func | None: ...
+    def spawn_task(self, task: Task, parent: Task | None = None) -> Task: ...
+    def init_patch_locked(self, patch: Patch) -> None: ...
+    def start_patching_locked(self, patch: Patch) -> None: ...
+    def start_unpatching_locked(self, patch: Patch) -> None: ...
+    def free_patch(self, patch: Patch, put_module: bool = True) -> None: ...
+
+
+class ModuleLoader:
+    """insmod, rmmod and what livepatch does when modules come and go."""
+
+    def __init__(self, core: Klp) -> None:
+        self._core = core
+
+    def _pr(self, level: int, text: str) -> None:
+        self._core.log.printk(level, f"livepatch: {text}")
 
     def insmod(self, definition: ModuleDef, args: tuple[str, ...] = ()) -> Module:
         """Load a module and run its init; a livepatch module's init is klp_enable_patch().
@@ -78,9 +83,9 @@ class ModuleLoader:
         klp_enable_patch(), in which case the module is not loaded.
         """
         if definition.livepatch:
-            self.tasks.prefetch()  # the transition's first try, without holding the lock to scan
-        with self.lock:
-            if definition.name in self.modules:
+            self._core.tasks.prefetch()  # the transition's first try, scanned without the lock
+        with self._core.lock:
+            if definition.name in self._core.modules:
                 raise KernelError(errno.EEXIST)
             module = Module(
                 definition,
@@ -89,12 +94,12 @@ class ModuleLoader:
             )
             if definition.livepatch:
                 self._taint_livepatch_locked(module)
-            self.modules[module.name] = module
+            self._core.modules[module.name] = module
             try:
                 self._module_coming_locked(module)
             except KernelError:
                 self._forget_module_locked(module)
-                self.changed.notify_all()
+                self._core.changed.notify_all()
                 raise
             try:
                 self._parse_args_locked(module, args)
@@ -106,7 +111,7 @@ class ModuleLoader:
                 self._forget_module_locked(module)
                 raise
             finally:
-                self.changed.notify_all()
+                self._core.changed.notify_all()
             module.state = ModuleState.LIVE
             return module
 
@@ -115,16 +120,16 @@ class ModuleLoader:
         items, klp_enable_patch()."""
         definition = module.definition
         for text in definition.init:
-            self._pr_module(module, text)
-        kobjects.create(self, module)
+            self.pr_module(module, text)
+        kobjects.create(self._core, module)
         for kprobe in definition.kprobes:
             post = kprobe.post_handler
             has_post = bool(module.params[post]) if isinstance(post, str) else post
-            self.kprobes.register(Kprobe(module.name, kprobe.symbol, has_post))
+            self._core.kprobes.register(Kprobe(module.name, kprobe.symbol, has_post))
         for task_def in definition.tasks:
             self._start_module_task_locked(module, task_def)
         if definition.calls_klp_enable_patch:
-            self._klp_enable_patch_locked(module)
+            self._core.klp_enable_patch_locked(module)
 
     def rmmod(self, name: str) -> None:
         """Unload a module.
@@ -132,8 +137,8 @@ class ModuleLoader:
         Raises KernelError: ENOENT if it is not loaded, EWOULDBLOCK while a
         reference is held (a livepatch whose patch exists, or was forced).
         """
-        with self.lock:
-            module = self.modules.get(name)
+        with self._core.lock:
+            module = self._core.modules.get(name)
             if module is None:
                 raise KernelError(errno.ENOENT)
             if module.refcnt > 0:
@@ -141,17 +146,19 @@ class ModuleLoader:
             module.state = ModuleState.GOING
             self._stop_module_tasks_locked(module)
             for text in module.definition.exit:
-                self._pr_module(module, text)
+                self.pr_module(module, text)
             if module.patch is not None:
-                legacy.unregister(self, module.patch)  # a 4.15-5.0 module's exit
+                legacy.unregister(self._core, module.patch)  # a 4.15-5.0 module's exit
             self._module_going_locked(module)
             self._forget_module_locked(module)
-            self.changed.notify_all()
+            self._core.changed.notify_all()
 
     def _taint_livepatch_locked(self, module: Module) -> None:
-        if not self.tainted & (1 << TAINT_LIVEPATCH):
-            self.log.printk(KERN_NOTICE, f"{module.name}: tainting kernel with TAINT_LIVEPATCH")
-        self.tainted |= 1 << TAINT_LIVEPATCH
+        if not self._core.tainted & (1 << TAINT_LIVEPATCH):
+            self._core.log.printk(
+                KERN_NOTICE, f"{module.name}: tainting kernel with TAINT_LIVEPATCH"
+            )
+        self._core.tainted |= 1 << TAINT_LIVEPATCH
 
     def _parse_args_locked(self, module: Module, args: tuple[str, ...]) -> None:
         """parse_args(): set declared parameters; others are ignored with a warning.
@@ -163,14 +170,16 @@ class ModuleLoader:
             name, sep, value = arg.partition("=")
             param = module.definition.param(name.replace("-", "_"))
             if param is None:
-                self.log.printk(KERN_WARNING, f"{module.name}: unknown parameter '{name}' ignored")
+                self._core.log.printk(
+                    KERN_WARNING, f"{module.name}: unknown parameter '{name}' ignored"
+                )
                 continue
             try:
                 module.params[param.name] = params.parse(
-                    param, value if sep else None, self.profile
+                    param, value if sep else None, self._core.profile
                 )
             except KernelError:
-                self.log.printk(
+                self._core.log.printk(
                     KERN_ERR, f"{module.name}: '{value}' invalid for parameter '{param.name}'"
                 )
                 raise KernelError(errno.EINVAL) from None
@@ -179,46 +188,24 @@ class ModuleLoader:
         """A write to /sys/module/<module>/parameters/<name>. Raises KernelError."""
         param = module.definition.param(name)
         assert param is not None
-        with self.lock:
+        with self._core.lock:
             if not module.loaded:
                 raise KernelError(errno.ENODEV)
-            module.params[name] = params.parse(param, text, self.profile)
+            module.params[name] = params.parse(param, text, self._core.profile)
             for pid, task_def in list(module.tasks.items()):
                 if task_def.while_param == name and not module.params[name]:
                     self._finish_module_task_locked(module, pid)
-            self.changed.notify_all()
-
-    # -- tasks ---------------------------------------------------------------
-
-    def spawn_task(self, task: Task, parent: Task | None = None) -> Task:
-        """A new task; during a transition one without a parent starts unswitched.
-
-        Raises KeyError if the pid is taken.
-        """
-        with self.lock:
-            self._adopt_task(task, parent)
-            self.tasks.add(task)
-            self.changed.notify_all()
-            return task
-
-    def _adopt_task(self, task: Task, parent: Task | None) -> None:
-        """A forked task copies its parent's patch state; an orphan starts unswitched."""
-        if parent is not None:
-            task.patch_state = parent.patch_state
-            task.pending = parent.pending
-        elif self.engine.patch is not None:
-            task.patch_state = self.engine.initial_state
-            task.pending = True
+            self._core.changed.notify_all()
 
     def _start_module_task_locked(self, module: Module, task_def: TaskDef) -> None:
         for text in task_def.start:
-            self._pr_module(module, text)
+            self.pr_module(module, text)
         if task_def.while_param is not None and not module.params[task_def.while_param]:
             for text in task_def.finish:
-                self._pr_module(module, text)
+                self.pr_module(module, text)
             return
         pid = FIRST_WORKER_PID
-        while self.tasks.get(pid) is not None:
+        while self._core.tasks.get(pid) is not None:
             pid += 1
         task = Task(
             pid=pid,
@@ -227,30 +214,30 @@ class ModuleLoader:
             stack=task_def.stack,
             kthread=task_def.kthread,
         )
-        self.spawn_task(task)
+        self._core.spawn_task(task)
         module.tasks[pid] = task_def
 
     def _finish_module_task_locked(self, module: Module, pid: int) -> None:
         task_def = module.tasks.pop(pid)
-        if self.tasks.get(pid) is not None:
-            self.tasks.remove(pid)
+        if self._core.tasks.get(pid) is not None:
+            self._core.tasks.remove(pid)
         for text in task_def.finish:
-            self._pr_module(module, text)
+            self.pr_module(module, text)
 
     def _stop_module_tasks_locked(self, module: Module) -> None:
         for pid in list(module.tasks):
             self._finish_module_task_locked(module, pid)
 
-    def _pr_module(self, module: Module, text: str, **fields: str) -> None:
+    def pr_module(self, module: Module, text: str, **fields: str) -> None:
         """pr_info() from a module: its name, then the text with its placeholders filled."""
         values = dict.fromkeys(("object", "callback", "state", "info"), "")
         values.update(fields, module=module.name)
-        self.log.printk(KERN_INFO, f"{module.name}: {text.format_map(values)}")
+        self._core.log.printk(KERN_INFO, f"{module.name}: {text.format_map(values)}")
 
     def _forget_module_locked(self, module: Module) -> None:
-        self.kprobes.unregister_module(module.name)
+        self._core.kprobes.unregister_module(module.name)
         module.loaded = False
-        del self.modules[module.name]
+        del self._core.modules[module.name]
 
     def _module_coming_locked(self, module: Module) -> None:
         """klp_module_coming(): patch the new module's object in every patch that has one.
@@ -258,15 +245,15 @@ class ModuleLoader:
         Raises KernelError if a pre_patch callback fails; the patches applied
         so far are reverted and the module is refused.
         """
-        if module.name == VMLINUX and self.profile.refuses_vmlinux_module:
+        if module.name == VMLINUX and self._core.profile.refuses_vmlinux_module:
             self._pr(KERN_ERR, "vmlinux.ko: invalid module name")
             raise KernelError(errno.EINVAL)
-        for patch in self.patches:
+        for patch in self._core.patches:
             obj = patch.find_object(module.name)
             if obj is None:
                 continue
             try:
-                self._init_object_loaded(obj)
+                self._core.init_object_loaded(obj)
             except KernelError as exc:
                 self._pr(
                     KERN_WARNING,
@@ -280,22 +267,22 @@ class ModuleLoader:
             self._pr(
                 KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
             )
-            ret = self.pre_patch_callback(patch, obj)
+            ret = self._core.pre_patch_callback(patch, obj)
             if ret:
                 self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
                 self._refuse_module_locked(patch, module)
                 raise KernelError(abs(ret))
-            ret = self.patch_object(obj)
+            ret = self._core.patch_object(obj)
             if ret:
                 self._pr(
                     KERN_WARNING,
                     f"failed to apply patch '{patch.name}' to module '{module.name}' ({ret})",
                 )
-                self.post_unpatch_callback(patch, obj)
+                self._core.post_unpatch_callback(patch, obj)
                 self._refuse_module_locked(patch, module)
                 raise KernelError(abs(ret))
-            if patch is not self.engine.patch:
-                self.post_patch_callback(patch, obj)
+            if patch is not self._core.engine.patch:
+                self._core.post_patch_callback(patch, obj)
 
     def _refuse_module_locked(self, patch: Patch, module: Module) -> None:
         """klp_module_coming()'s error path: undo the patches applied before this one."""
@@ -312,27 +299,20 @@ class ModuleLoader:
 
     def _cleanup_module_patches_locked(self, module: Module, limit: Patch | None) -> None:
         """klp_cleanup_module_patches_limited(): unpatch the module's objects up to ``limit``."""
-        for patch in self.patches:
+        for patch in self._core.patches:
             if patch is limit:
                 break
             obj = patch.find_object(module.name)
             if obj is None or not self._applies_to_modules(patch):
                 continue
-            if patch is not self.engine.patch:
-                self.pre_unpatch_callback(patch, obj)
+            if patch is not self._core.engine.patch:
+                self._core.pre_unpatch_callback(patch, obj)
             self._pr(
                 KERN_NOTICE, f"reverting patch '{patch.name}' on unloading module '{module.name}'"
             )
-            self.unpatch_object(obj)
-            self.post_unpatch_callback(patch, obj)
+            self._core.unpatch_object(obj)
+            self._core.post_unpatch_callback(patch, obj)
 
     def _applies_to_modules(self, patch: Patch) -> bool:
         """Legacy kernels (un)patch a coming or going module only for an active patch."""
-        return not self.profile.legacy or patch.enabled or patch is self.engine.patch
-
-    def object_loaded(self, obj: KlpObject) -> bool:
-        """klp_is_object_loaded(): vmlinux always, a module while it is loaded and not going."""
-        if not obj.is_module:
-            return True
-        module = self.modules.get(obj.name)
-        return module is not None and module.state != ModuleState.GOING
+        return not self._core.profile.legacy or patch.enabled or patch is self._core.engine.patch
