@@ -14,13 +14,15 @@ import threading
 from collections.abc import Callable
 
 from lpfs.errors import KernelError
-from lpfs.kernel import kobjects, legacy
+from lpfs.kernel import kobjects
 from lpfs.kernel.changes import StateChanges
 from lpfs.kernel.clock import Clock, SystemClock
 from lpfs.kernel.ftrace import LIVEPATCH, Ftrace
 from lpfs.kernel.kallsyms import Kallsyms
 from lpfs.kernel.klog import KERN_ERR, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import KPROBE_OPS_SYMBOLS, Kprobes
+from lpfs.kernel.legacy import Legacy
+from lpfs.kernel.lifecycle import Lifecycle, Modern
 from lpfs.kernel.loader import ModuleLoader
 from lpfs.kernel.procfs import SHOW_CALLER, VMLINUX_SHOW
 from lpfs.kernel.profiles import Profile
@@ -63,7 +65,7 @@ class Core:
         # what they derive from the list (the names kernel/livepatch lists).
         self.patches_generation = 0
         self.tainted = 0
-        self.legacy_forced = False
+        self.lifecycle = self._boot_lifecycle()
         self.symbols: Kallsyms | None = None  # set by --symbols host
         self.ftrace = Ftrace(log, self.profile, self.clock, self.available_functions)
         self.kprobes = Kprobes(log, self.profile, self.ftrace)
@@ -75,8 +77,13 @@ class Core:
 
     # -- helpers for log lines -----------------------------------------------
 
-    def _pr(self, level: int, text: str) -> None:
+    def pr(self, level: int, text: str) -> None:
+        """A line of kernel/livepatch/, its pr_fmt "livepatch: " first."""
         self.log.printk(level, f"livepatch: {text}")
+
+    def _boot_lifecycle(self) -> Lifecycle:
+        """The release's lifecycle, as it boots: 4.15-5.0 or 5.1 on."""
+        return Legacy(self) if self.profile.legacy else Modern(self)
 
     # -- the module loader's verbs ------------------------------------------
 
@@ -135,7 +142,7 @@ class Core:
             self.engine.target = PatchState.IDLE
             self.engine.retry_queued = False
             self.tainted = 0
-            self.legacy_forced = False
+            self.lifecycle = self._boot_lifecycle()
             self.ftrace.reset()
             self.kprobes.reset()
             self.log.clear()
@@ -196,57 +203,15 @@ class Core:
     # -- klp_enable_patch ----------------------------------------------------
 
     def klp_enable_patch_locked(self, module: Module) -> None:
-        """klp_enable_patch() from the module's init, with the kernel's checks in order."""
+        """klp_enable_patch() from the module's init, with the kernel's checks in order;
+        past the checks every release makes, the lifecycle's."""
         definition = module.definition
         if not definition.objects:
             raise KernelError(errno.EINVAL)
         if not definition.livepatch:
-            self._pr(KERN_ERR, f"module {module.name} is not marked as a livepatch module")
+            self.pr(KERN_ERR, f"module {module.name} is not marked as a livepatch module")
             raise KernelError(errno.EINVAL)
-        if self.profile.legacy:
-            module.patch = Patch(module, replace=False, states=())
-            legacy.register_and_enable(self, module.patch)
-            return
-        if not self._is_patch_compatible(module):
-            self._pr(
-                KERN_ERR,
-                f"Livepatch patch ({module.name}) is not compatible with the already "
-                "installed livepatches.",
-            )
-            raise KernelError(errno.EINVAL)
-        module.refcnt += 1  # try_module_get()
-        patch = Patch(module, replace=self._replace_flag(module), states=definition.states)
-        module.patch = patch
-        try:
-            self.init_patch_locked(patch)
-            self._enable_patch_locked(patch)
-        except KernelError:
-            self._free_patch_start(patch)
-            self._free_patch_finish(patch)
-            raise
-
-    def _replace_flag(self, module: Module) -> bool:
-        definition = module.definition
-        if not self.profile.has_replace:
-            return False
-        if definition.replace_param is not None:
-            return bool(module.params[definition.replace_param])
-        return definition.replace
-
-    def _is_patch_compatible(self, module: Module) -> bool:
-        """klp_is_patch_compatible(): the new patch must keep every installed state."""
-        if not self.profile.has_states:
-            return True
-        new_states = {state.id: state for state in module.definition.states}
-        for old_patch in self.patches:
-            for old_state in old_patch.states:
-                state = new_states.get(old_state.id)
-                if state is None:
-                    if self._replace_flag(module):
-                        return False
-                elif state.version < old_state.version:
-                    return False
-        return True
+        self.lifecycle.enable_at_init(module)
 
     def init_patch_locked(self, patch: Patch) -> None:
         """klp_init_patch(): build objects and funcs (NOPs for replace), join klp_patches."""
@@ -292,16 +257,16 @@ class Core:
                 self.symbols.count(func.old_name) if self.symbols and not obj.is_module else None
             )
             if func.fault == "symbol_not_found" or count == 0:
-                self._pr(KERN_ERR, f"symbol '{func.old_name}' not found in symbol table")
+                self.pr(KERN_ERR, f"symbol '{func.old_name}' not found in symbol table")
                 raise KernelError(errno.EINVAL)
             if func.fault == "symbol_ambiguous" or (count and count > 1 and not func.old_sympos):
-                self._pr(
+                self.pr(
                     KERN_ERR,
                     f"unresolvable ambiguity for symbol '{func.old_name}' in object '{obj.name}'",
                 )
                 raise KernelError(errno.EINVAL)
             if func.fault == "bad_sympos" or (count and func.old_sympos > count):
-                self._pr(
+                self.pr(
                     KERN_ERR,
                     f"symbol position {func.old_sympos} for symbol '{func.old_name}' "
                     f"in object '{obj.name}' not found",
@@ -309,7 +274,7 @@ class Core:
                 raise KernelError(errno.EINVAL)
             if func.fault in ("kallsyms_size", "kallsyms_size_replacement"):
                 which = " replacement" if func.fault == "kallsyms_size_replacement" else ""
-                self._pr(KERN_ERR, f"kallsyms size lookup failed for '{func.old_name}'{which}")
+                self.pr(KERN_ERR, f"kallsyms size lookup failed for '{func.old_name}'{which}")
                 raise KernelError(errno.ENOENT)
 
     def _add_nops(self, patch: Patch) -> None:
@@ -327,33 +292,27 @@ class Core:
                         Func(old_func.old_name, old_func.old_name, old_func.old_sympos, nop=True)
                     )
 
-    def _enable_patch_locked(self, patch: Patch) -> None:
-        """__klp_enable_patch(): EBUSY during another transition, else start patching."""
-        if self.engine.patch is not None:
-            raise KernelError(errno.EBUSY)
-        self.start_patching_locked(patch)
-
     def start_patching_locked(self, patch: Patch) -> None:
         """Announce, prepare every loaded object, start the transition and try it once.
 
         Raises KernelError with a failing pre_patch callback's errno, after
         cancelling the transition.
         """
-        self._pr(KERN_NOTICE, f"enabling patch '{patch.name}'")
+        self.pr(KERN_NOTICE, f"enabling patch '{patch.name}'")
         self.engine.init(patch, PatchState.PATCHED)
         for obj in patch.objects:
             if not self.object_loaded(obj):
                 continue
             ret = self.pre_patch_callback(patch, obj)
             if ret:
-                self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
-                self._pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
+                self.pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
+                self.pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
                 self.engine.cancel()
                 raise KernelError(abs(ret))
             ret = self.patch_object(obj)
             if ret:
-                self._pr(KERN_WARNING, f"failed to patch object '{obj.name}'")
-                self._pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
+                self.pr(KERN_WARNING, f"failed to patch object '{obj.name}'")
+                self.pr(KERN_WARNING, f"failed to enable patch '{patch.name}'")
                 self.engine.cancel()
                 raise KernelError(abs(ret))
         self.engine.start()
@@ -365,10 +324,10 @@ class Core:
     def enabled_store(self, patch: Patch, enabled: bool) -> None:
         """enabled_store() after kstrtobool.
 
-        Raises KernelError: EINVAL for the state the patch is already in or a
-        request to re-enable a disabled patch, EBUSY to disable during another
-        patch's transition. Writing the opposite value during the patch's own
-        transition reverses it.
+        Raises KernelError: EINVAL for the state the patch is already in.
+        Writing the opposite value during the patch's own transition reverses
+        it; otherwise the lifecycle's store decides (5.1 on: a disable, EBUSY
+        during another patch's transition; 4.15-5.0: the stacking rules).
         """
         self.tasks.prefetch()  # the transition's first try, without holding the lock to scan
         with self.lock:
@@ -377,12 +336,8 @@ class Core:
                 raise KernelError(errno.EINVAL)  # already in requested state
             if patch is self.engine.patch:
                 self.engine.reverse()
-            elif self.profile.legacy:
-                legacy.enable(self, patch) if enabled else legacy.disable(self, patch)
-            elif not enabled:
-                self._disable_patch_locked(patch)
             else:
-                raise KernelError(errno.EINVAL)  # a disabled patch cannot be re-enabled
+                self.lifecycle.enabled_store(patch, enabled)
             self.changed.notify_all()
 
     def force_store(self, patch: Patch, force: bool) -> None:
@@ -410,12 +365,6 @@ class Core:
     def _check_alive(self, patch: Patch) -> None:
         if patch.freed:
             raise KernelError(errno.ENODEV)
-
-    def _disable_patch_locked(self, patch: Patch) -> None:
-        """__klp_disable_patch(): start unpatching; EBUSY during any transition."""
-        if self.engine.patch is not None:
-            raise KernelError(errno.EBUSY)
-        self.start_unpatching_locked(patch)
 
     def start_unpatching_locked(self, patch: Patch) -> None:
         """Run the pre_unpatch callbacks, start the unpatching transition and try it once."""
@@ -532,10 +481,10 @@ class Core:
         where another IPMODIFY ops, a kprobe's, holds the function.
         """
         if func.fault == "ftrace_location":
-            self._pr(KERN_ERR, f"failed to find location for function '{func.old_name}'")
+            self.pr(KERN_ERR, f"failed to find location for function '{func.old_name}'")
             return -errno.EINVAL
         if func.fault == "ftrace_filter":
-            self._pr(
+            self.pr(
                 KERN_ERR,
                 f"failed to set ftrace filter for function '{func.old_name}' ({func.fault_errno})",
             )
@@ -543,7 +492,7 @@ class Core:
         code = func.fault_errno if func.fault == "ftrace_register" else 0
         code = code or self.ftrace.claim_ipmodify(self._symbol(obj, func), LIVEPATCH, True)
         if code:
-            self._pr(
+            self.pr(
                 KERN_ERR,
                 f"failed to register ftrace handler for function '{func.old_name}' ({code})",
             )
@@ -666,37 +615,6 @@ class Core:
             if old_patch is new_patch:
                 return
             self.free_patch(old_patch)
-
-    def free_unused_patches(self, patch: Patch) -> None:
-        """After a completed transition (5.1+): free a disabled patch, or the replaced ones."""
-        if self.profile.legacy:
-            return  # disabled patches stay registered until their module goes
-        if not patch.enabled:
-            self.free_patch(patch)
-        elif patch.replace:
-            self.free_replaced_patches(patch)
-
-    def put_after_unpatching(self, patch: Patch, target: PatchState) -> None:
-        """klp_complete_transition() before 5.1: drop the reference taken at enable.
-
-        Unless anything was ever forced; from 5.1 on the reference goes with the free.
-        """
-        if self.profile.legacy and target == PatchState.UNPATCHED and not self.legacy_forced:
-            patch.module.refcnt -= 1
-
-    def mark_forced(self, patch: Patch, target: PatchState) -> None:
-        """The forced flags of klp_force_transition(): those modules stay referenced."""
-        if self.profile.legacy:
-            self.legacy_forced = True  # one global flag before 5.1
-        elif not self.profile.forced_marks_only_removed:
-            for each in self.patches:
-                each.forced = True
-        elif target == PatchState.UNPATCHED:
-            patch.forced = True
-        elif patch.replace:
-            for each in self.patches:
-                if each is not patch:
-                    each.forced = True
 
     def _free_patch_start(self, patch: Patch) -> None:
         """klp_free_patch_start(): leave klp_patches and drop the objects."""

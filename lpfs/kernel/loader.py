@@ -14,10 +14,11 @@ import time
 from typing import Final, Protocol
 
 from lpfs.errors import KernelError
-from lpfs.kernel import kobjects, legacy, params
+from lpfs.kernel import kobjects, params
 from lpfs.kernel.changes import StateChanges
 from lpfs.kernel.klog import KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, KernelLog
 from lpfs.kernel.kprobes import Kprobe, Kprobes
+from lpfs.kernel.lifecycle import Lifecycle
 from lpfs.kernel.profiles import Profile
 from lpfs.kernel.structs import (
     VMLINUX,
@@ -50,6 +51,9 @@ class Klp(Protocol):
     tainted: int
     kprobes: Kprobes
 
+    @property
+    def lifecycle(self) -> Lifecycle: ...
+    def pr(self, level: int, text: str) -> None: ...
     def klp_enable_patch_locked(self, module: Module) -> None: ...
     def init_object_loaded(self, obj: KlpObject) -> None: ...
     def pre_patch_callback(self, patch: Patch, obj: KlpObject) -> int: ...
@@ -60,10 +64,6 @@ class Klp(Protocol):
     def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None: ...
     def running_func(self, function: str, pid: int, obj: str = VMLINUX) -> Func | None: ...
     def spawn_task(self, task: Task, parent: Task | None = None) -> Task: ...
-    def init_patch_locked(self, patch: Patch) -> None: ...
-    def start_patching_locked(self, patch: Patch) -> None: ...
-    def start_unpatching_locked(self, patch: Patch) -> None: ...
-    def free_patch(self, patch: Patch, put_module: bool = True) -> None: ...
 
 
 class ModuleLoader:
@@ -71,9 +71,6 @@ class ModuleLoader:
 
     def __init__(self, core: Klp) -> None:
         self._core = core
-
-    def _pr(self, level: int, text: str) -> None:
-        self._core.log.printk(level, f"livepatch: {text}")
 
     def insmod(self, definition: ModuleDef, args: tuple[str, ...] = ()) -> Module:
         """Load a module and run its init; a livepatch module's init is klp_enable_patch().
@@ -147,8 +144,7 @@ class ModuleLoader:
             self._stop_module_tasks_locked(module)
             for text in module.definition.exit:
                 self.pr_module(module, text)
-            if module.patch is not None:
-                legacy.unregister(self._core, module.patch)  # a 4.15-5.0 module's exit
+            self._core.lifecycle.module_exit(module)
             self._module_going_locked(module)
             self._forget_module_locked(module)
             self._core.changed.notify_all()
@@ -246,7 +242,7 @@ class ModuleLoader:
         so far are reverted and the module is refused.
         """
         if module.name == VMLINUX and self._core.profile.refuses_vmlinux_module:
-            self._pr(KERN_ERR, "vmlinux.ko: invalid module name")
+            self._core.pr(KERN_ERR, "vmlinux.ko: invalid module name")
             raise KernelError(errno.EINVAL)
         for patch in self._core.patches:
             obj = patch.find_object(module.name)
@@ -255,26 +251,26 @@ class ModuleLoader:
             try:
                 self._core.init_object_loaded(obj)
             except KernelError as exc:
-                self._pr(
+                self._core.pr(
                     KERN_WARNING,
                     f"failed to initialize patch '{patch.name}' for module '{module.name}' "
                     f"({-exc.errno})",
                 )
                 self._refuse_module_locked(patch, module)
                 raise
-            if not self._applies_to_modules(patch):
+            if not self._core.lifecycle.applies_to_module(patch):
                 continue
-            self._pr(
+            self._core.pr(
                 KERN_NOTICE, f"applying patch '{patch.name}' to loading module '{module.name}'"
             )
             ret = self._core.pre_patch_callback(patch, obj)
             if ret:
-                self._pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
+                self._core.pr(KERN_WARNING, f"pre-patch callback failed for object '{obj.name}'")
                 self._refuse_module_locked(patch, module)
                 raise KernelError(abs(ret))
             ret = self._core.patch_object(obj)
             if ret:
-                self._pr(
+                self._core.pr(
                     KERN_WARNING,
                     f"failed to apply patch '{patch.name}' to module '{module.name}' ({ret})",
                 )
@@ -286,7 +282,7 @@ class ModuleLoader:
 
     def _refuse_module_locked(self, patch: Patch, module: Module) -> None:
         """klp_module_coming()'s error path: undo the patches applied before this one."""
-        self._pr(
+        self._core.pr(
             KERN_WARNING,
             f"patch '{patch.name}' failed for module '{module.name}', "
             f"refusing to load module '{module.name}'",
@@ -303,16 +299,12 @@ class ModuleLoader:
             if patch is limit:
                 break
             obj = patch.find_object(module.name)
-            if obj is None or not self._applies_to_modules(patch):
+            if obj is None or not self._core.lifecycle.applies_to_module(patch):
                 continue
             if patch is not self._core.engine.patch:
                 self._core.pre_unpatch_callback(patch, obj)
-            self._pr(
+            self._core.pr(
                 KERN_NOTICE, f"reverting patch '{patch.name}' on unloading module '{module.name}'"
             )
             self._core.unpatch_object(obj)
             self._core.post_unpatch_callback(patch, obj)
-
-    def _applies_to_modules(self, patch: Patch) -> bool:
-        """Legacy kernels (un)patch a coming or going module only for an active patch."""
-        return not self._core.profile.legacy or patch.enabled or patch is self._core.engine.patch

@@ -28,18 +28,9 @@ class Profile:
 
     @property
     def legacy(self) -> bool:
-        """4.15-5.0: patches are registered, then enabled; disabling keeps them; stacking rules."""
+        """4.15-5.0: the lifecycle of legacy.py; 5.1 brought atomic replace, automatic fake
+        signals and klp_enable_patch() alone (lifecycle.py's ``Modern``)."""
         return self.version < (5, 1)
-
-    @property
-    def automatic_signals(self) -> bool:
-        """Fake signals every 15 retries (5.1); before, only through the signal attribute."""
-        return self.version >= (5, 1)
-
-    @property
-    def has_replace(self) -> bool:
-        """Atomic replace exists (5.1)."""
-        return self.version >= (5, 1)
 
     @property
     def has_states(self) -> bool:

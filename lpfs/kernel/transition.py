@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 from lpfs.kernel.clock import Clock
 from lpfs.kernel.klog import KERN_NOTICE, KERN_WARNING, KernelLog
-from lpfs.kernel.profiles import Profile
+from lpfs.kernel.lifecycle import Lifecycle
 from lpfs.kernel.structs import KlpObject, Patch
 from lpfs.kernel.tasks import PatchState, SchedState, Task, TaskSource
 
@@ -26,7 +26,7 @@ class Klp(Protocol):
     """What the transition asks of the livepatch core (core.c's side of transition.c)."""
 
     @property
-    def profile(self) -> Profile: ...
+    def lifecycle(self) -> Lifecycle: ...
 
     def functions_to_check(self, patch: Patch, target: PatchState) -> frozenset[str]: ...
 
@@ -43,12 +43,6 @@ class Klp(Protocol):
     def unpatch_replaced_patches(self, new_patch: Patch) -> None: ...
 
     def discard_nops(self, patch: Patch) -> None: ...
-
-    def free_unused_patches(self, patch: Patch) -> None: ...
-
-    def put_after_unpatching(self, patch: Patch, target: PatchState) -> None: ...
-
-    def mark_forced(self, patch: Patch, target: PatchState) -> None: ...
 
 
 def _direction(target: PatchState) -> str:
@@ -160,7 +154,7 @@ class Transition:
         self._core.note_replacement_calls()
         self.tries += 1
         if not complete:
-            automatic = self._core.profile.automatic_signals
+            automatic = self._core.lifecycle.automatic_signals
             if automatic and self.signals_cnt and self.signals_cnt % SIGNALS_TIMEOUT == 0:
                 self.send_signals()
             self.signals_cnt += 1
@@ -170,7 +164,7 @@ class Transition:
         self.complete()
         # Freeing belongs here rather than in complete(), which the cancel
         # path shares, exactly as in the kernel.
-        self._core.free_unused_patches(patch)
+        self._core.lifecycle.free_unused_patches(patch)
 
     def complete(self) -> None:
         """klp_complete_transition(): settle objects and tasks, report completion."""
@@ -196,7 +190,7 @@ class Transition:
             else:
                 self._core.post_unpatch_callback(patch, obj)
         self._notice(f"'{patch.name}': {direction} complete")
-        self._core.put_after_unpatching(patch, self.target)
+        self._core.lifecycle.transition_completed(patch, self.target)
         self.patch = None
         self.target = PatchState.IDLE
         self.retry_queued = False
@@ -236,7 +230,7 @@ class Transition:
             if task.pending:
                 task.pending = False
                 task.patch_state = self.target
-        self._core.mark_forced(patch, self.target)
+        self._core.lifecycle.mark_forced(patch, self.target)
 
     # -- per task ------------------------------------------------------------
 
@@ -283,7 +277,7 @@ class Transition:
         back to user space; an uninterruptible sleeper and kthreads stay.
         Before 5.1 only the signal attribute sends them, announced each time.
         """
-        if self.signals_cnt == SIGNALS_TIMEOUT or self._core.profile.legacy:
+        if self.signals_cnt == SIGNALS_TIMEOUT or not self._core.lifecycle.automatic_signals:
             self._notice("signaling remaining tasks")
         for task in self.source.tasks():
             if task.pending and not task.kthread and task.state == SchedState.SLEEPING:
