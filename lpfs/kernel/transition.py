@@ -9,7 +9,7 @@ every pending task at once; ``reverse`` turns the transition around.
 All methods expect the core lock (klp_mutex) to be held by the caller.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -136,21 +136,14 @@ class Transition:
         """klp_try_complete_transition(): switch what can switch, then finish or requeue."""
         patch = self.patch
         assert patch is not None
-        target = self.target
-        checked = self._core.functions_to_check(patch, target)
+        checked = self._core.functions_to_check(patch, self.target)
         complete = True
-        for task in self.source.tasks():
-            # The common case inline: a try walks every task of the system.
-            if task.patch_state == target:
-                continue
-            if task.idle or (
-                checked.isdisjoint(task.stack)
-                and (not task.unreliable or task.state == SchedState.RUNNING)
-            ):
-                task.pending = False
-                task.patch_state = target
-            elif self._try_switch(task, checked) is not None:
-                complete = False
+        for blocker in self._try_switch(checked):
+            complete = False
+            self._log.pr_debug(
+                "klp_try_switch_task",
+                f"livepatch: klp_try_switch_task: {blocker.comm}:{blocker.pid} {blocker.reason}",
+            )
         self._core.note_replacement_calls()
         self.tries += 1
         if not complete:
@@ -234,41 +227,41 @@ class Transition:
 
     # -- per task ------------------------------------------------------------
 
-    def _try_switch(self, task: Task, checked: frozenset[str]) -> Blocker | None:
-        """klp_try_switch_task(): None if the task is (now) at the target state."""
-        if task.patch_state == self.target:
-            return None
-        blocker = self._check(task, checked)
-        if blocker is None:
-            task.pending = False
-            task.patch_state = self.target
-            return None
-        self._log.pr_debug(
-            "klp_try_switch_task",
-            f"livepatch: klp_try_switch_task: {task.comm}:{task.pid} {blocker.reason}",
-        )
-        return blocker
-
-    def _check(self, task: Task, checked: frozenset[str]) -> Blocker | None:
-        """Why the task cannot switch now, or None.
+    def _try_switch(self, checked: frozenset[str], dry_run: bool = False) -> Iterator[Blocker]:
+        """klp_try_switch_task() for every task not at the target: yields why each task
+        that cannot switch now cannot; the others switch unless ``dry_run``.
 
         Idle tasks switch in the idle loop. A running task switches at its
         next return to user space (or cond_resched) unless it is running
         inside a function being replaced; a sleeping one needs a reliable
-        stack free of those functions.
+        stack free of those functions. The rule is one expression in the
+        loop, as a try asks it of every task of the system; a blocked task's
+        reason is yielded, not kept, so a try over many tasks leaves the
+        cyclic collector nothing new to walk.
         """
-        if task.idle:
-            return None
+        target = self.target
+        for task in self.source.tasks():
+            if task.patch_state == target:
+                continue
+            if task.idle or (
+                checked.isdisjoint(task.stack)
+                and (not task.unreliable or task.state == SchedState.RUNNING)
+            ):
+                if not dry_run:
+                    task.pending = False
+                    task.patch_state = target
+                continue
+            yield self._check(task, checked)
+
+    @staticmethod
+    def _check(task: Task, checked: frozenset[str]) -> Blocker:
+        """Why _try_switch() holds a task back, in klp_try_switch_task()'s words."""
         on_stack = next((frame for frame in task.stack if frame in checked), None)
         if task.state == SchedState.RUNNING:
-            return (
-                None if on_stack is None else Blocker(task.pid, task.comm, "is running", on_stack)
-            )
+            return Blocker(task.pid, task.comm, "is running", on_stack)
         if task.unreliable:
             return Blocker(task.pid, task.comm, "has an unreliable stack", None)
-        if on_stack is not None:
-            return Blocker(task.pid, task.comm, f"is sleeping on function {on_stack}", on_stack)
-        return None
+        return Blocker(task.pid, task.comm, f"is sleeping on function {on_stack}", on_stack)
 
     def send_signals(self) -> None:
         """klp_send_signals(): a fake signal to every task still pending.
@@ -291,13 +284,7 @@ class Transition:
         if self.patch is None:
             return []
         checked = self._core.functions_to_check(self.patch, self.target)
-        found = []
-        for task in self.source.tasks():
-            if task.patch_state != self.target:
-                blocker = self._check(task, checked)
-                if blocker is not None:
-                    found.append(blocker)
-        return found
+        return list(self._try_switch(checked, dry_run=True))
 
     def status(self) -> TransitionStatus | None:
         if self.patch is None:
