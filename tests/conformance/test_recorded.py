@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lpfs_fixtures import missing, require_fuse, require_tools
+from support import missing, require_fuse, require_tools
 
 from conformance import compare, recording
 from conformance.lpfsns import LpfsNs
