@@ -7,7 +7,8 @@ patch with callbacks (``test_klp_conf_patch``), a second one
 cumulative patches with klp states, and the target module whose work item can
 hold a transition. A step loads a module (with parameters), disables, enables
 or forces a patch, removes a module or lets the work item go; after each the
-transitions get two seconds to settle. Every step list ends with a clean-up,
+transitions get two seconds to settle. Every step list switches the livepatch
+core's pr_debug lines on first, as the scenarios do, and ends with a clean-up,
 so the next starts from a kernel as booted (after a ``force``, a new boot).
 
 Two rules keep the step lists portable:
@@ -33,7 +34,16 @@ from hypothesis import strategies as st
 
 from . import compare
 from .compare import Observation, Shell
-from .scenarios import CONF_REPLACE, OTHER, PATCH, TARGET, TARGET_EXIT, Scenario
+from .scenarios import (
+    CONF_REPLACE,
+    DEBUG_OFF,
+    DEBUG_ON,
+    OTHER,
+    PATCH,
+    TARGET,
+    TARGET_EXIT,
+    Scenario,
+)
 from .steps import Cleanup, Load, Remove, Settle, Step, Unblock, Write
 
 STATE, STATE2 = "test_klp_conf_state", "test_klp_conf_state2"
@@ -50,7 +60,7 @@ CI_SEED: Final = 20261129
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     """A step list over the generated modules, ending with a clean-up."""
-    steps: list[Step] = []
+    steps: list[Step] = list(DEBUG_ON)  # as the scenarios: a booted kernel has them off
     loaded: list[str] = []  # what was loaded, as far as a step list can tell
     asleep_for: int | None = None  # steps since the work item went to sleep
 
@@ -100,7 +110,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             case "unblock":
                 steps.append(Unblock(TARGET, "block", TARGET_EXIT))
                 asleep_for = None
-    steps.append(Cleanup(((TARGET, "block"),), MODULES))
+    steps += [Cleanup(((TARGET, "block"),), MODULES), *DEBUG_OFF]
     return Scenario(f"fuzzed, {len(steps)} steps", tuple(steps))
 
 
