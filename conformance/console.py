@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Final
 
 COMMAND_LOOP: Final = r"""echo '@@READY'
@@ -106,3 +107,22 @@ class Console:
         self.process.stdin.flush()
         found = self._read_until(DONE, time.monotonic() + timeout)
         return Result(int(found[1]), found.string[: found.start()])
+
+
+class ConsoleSide:
+    """A side a scenario runs on: a Console its subclass starts in ``__enter__``;
+    leaving it closes the console, giving the process ``exit_grace`` seconds."""
+
+    console: Console
+    exit_grace: float = 0.0
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.console.close(self.exit_grace)
+
+    def run(self, command: str, timeout: float) -> Result:
+        return self.console.run(command, timeout)

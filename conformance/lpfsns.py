@@ -3,10 +3,9 @@
 import shutil
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
-from .console import COMMAND_LOOP, Console, ConsoleError, Result
+from .console import COMMAND_LOOP, Console, ConsoleError, ConsoleSide
 from .modcc import MODULES
 
 START_TIMEOUT: Final = 120.0
@@ -25,10 +24,12 @@ def lpfs_command() -> str:
     return found
 
 
-class LpfsNs:
+class LpfsNs(ConsoleSide):
     """``lpfs ns --kernel <release>`` running the command loop; a context manager.
     Its modprobe finds the module files of ``conformance/modules`` by name, as
     the kernel finds their compiled modules."""
+
+    exit_grace = EXIT_GRACE
 
     def __init__(self, release: str, transcript: Path) -> None:
         self.release = release
@@ -44,14 +45,3 @@ class LpfsNs:
             START_TIMEOUT,
         )
         return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.console.close(EXIT_GRACE)
-
-    def run(self, command: str, timeout: float) -> Result:
-        return self.console.run(command, timeout)

@@ -8,17 +8,16 @@ test_klp_state does) never mix with a command's output.
 
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
-from .console import Console, Result
+from .console import Console, ConsoleSide
 
 # TCG emulates every instruction; on a loaded 2-core host a boot has taken
 # from 4 s to 30 s, so the limit leaves a wide margin.
 BOOT_TIMEOUT: Final = 300.0
 
 
-class Vm:
+class Vm(ConsoleSide):
     """One boot of ``kernel`` with ``initramfs``; a context manager that stops it."""
 
     def __init__(
@@ -45,14 +44,3 @@ class Vm:
         )
         self.boot_seconds = time.monotonic() - started
         return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.console.close()
-
-    def run(self, command: str, timeout: float) -> Result:
-        return self.console.run(command, timeout)
