@@ -48,7 +48,7 @@ def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
     require_fuse()
     require_tools("unshare")
     if os.geteuid() != 0:
-        missing("lpfs ns runs as root here")
+        missing("root, for lpfs ns (a private mount namespace)")
     made = Sides(tmp_path_factory.mktemp("lpfs-ns"))
     try:
         yield made
