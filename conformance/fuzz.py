@@ -53,6 +53,13 @@ MODULES: Final = (*PATCHES, TARGET)
 MAX_STEPS: Final = 12
 BLOCKED_STEPS: Final = 2
 SETTLE_TRIES: Final = 20  # two seconds: a retry comes every second
+# What a step writes, mostly the plain value: kstrtobool's other spellings
+# and some it refuses (each release reads them its own way).
+WRITTEN: Final = {
+    "disable": ("0", "0", "0", "n", "off", "0x0"),
+    "enable": ("1", "1", "y", "on", "2", "x", ""),
+    "force": ("1", "1", "1", "y", "0"),
+}
 # The fixed seed CI runs with: the same step lists every time.
 CI_SEED: Final = 20261129
 
@@ -98,7 +105,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             case "disable" | "enable" | "force":
                 patch = some(PATCHES)
                 name = "force" if action == "force" else "enabled"
-                value = "0" if action == "disable" else "1"
+                value = draw(st.sampled_from(WRITTEN[action]))
                 steps += [Write(f"kernel/livepatch/{patch}/{name}", value), Settle(SETTLE_TRIES)]
             case "rmmod":
                 module = some(MODULES)
