@@ -72,22 +72,45 @@ def observe(shell: Shell, scenario: Scenario) -> list[Observation]:
     return observations
 
 
+class Side:
+    """A kernel or lpfs, started on first use and again after a scenario that
+    forces (a forced transition may pin its module until the next boot) or
+    fails (it may have left state behind)."""
+
+    def __init__(self, start: Callable[[], AbstractContextManager[Shell]]) -> None:
+        self.start = start
+        self.running: AbstractContextManager[Shell] | None = None
+        self.shell: Shell | None = None
+
+    def observe(self, scenario: Scenario) -> list[Observation]:
+        if self.running is None:
+            self.running = self.start()
+            self.shell = self.running.__enter__()
+        assert self.shell is not None
+        try:
+            return observe(self.shell, scenario)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            if scenario.forces:
+                self.stop()
+
+    def stop(self) -> None:
+        if self.running is not None:
+            running, self.running, self.shell = self.running, None, None
+            running.__exit__(None, None, None)
+
+
 def observe_all(
     start: Callable[[], AbstractContextManager[Shell]], scenarios: Iterable[Scenario]
 ) -> list[list[Observation]]:
-    """Every scenario's observations, on sides ``start`` makes: one for as
-    many scenarios as can share it, a new one after a scenario that forces (a
-    forced transition may pin its module until the next boot)."""
-    pending = list(scenarios)
-    observed: list[list[Observation]] = []
-    while pending:
-        with start() as side:
-            while pending:
-                scenario = pending.pop(0)
-                observed.append(observe(side, scenario))
-                if scenario.forces:
-                    break
-    return observed
+    """Every scenario's observations, on one Side that ``start`` makes."""
+    side = Side(start)
+    try:
+        return [side.observe(scenario) for scenario in scenarios]
+    finally:
+        side.stop()
 
 
 def disagreements(kernel: list[Observation], lpfs: list[Observation]) -> list[tuple[int, str, str]]:

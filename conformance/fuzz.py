@@ -22,9 +22,7 @@ Two rules keep the step lists portable:
   the step list: whether its rmmod worked is the kernel's to say.
 """
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -33,7 +31,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from . import compare
-from .compare import Observation, Shell
+from .compare import Side
 from .scenarios import (
     CONF_REPLACE,
     DEBUG_OFF,
@@ -119,34 +117,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 asleep_for = None
     steps += [Cleanup(((TARGET, "block"),), MODULES), *DEBUG_OFF]
     return Scenario(f"fuzzed, {len(steps)} steps", tuple(steps))
-
-
-class Side:
-    """A kernel or lpfs, started on first use and again after a forcing step list."""
-
-    def __init__(self, start: Callable[[], AbstractContextManager[Shell]]) -> None:
-        self.start = start
-        self.running: AbstractContextManager[Shell] | None = None
-        self.shell: Shell | None = None
-
-    def observe(self, scenario: Scenario) -> list[Observation]:
-        if self.running is None:
-            self.running = self.start()
-            self.shell = self.running.__enter__()
-        assert self.shell is not None
-        try:
-            return compare.observe(self.shell, scenario)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            if scenario.forces:
-                self.stop()
-
-    def stop(self) -> None:
-        if self.running is not None:
-            running, self.running, self.shell = self.running, None, None
-            running.__exit__(None, None, None)
 
 
 @dataclass

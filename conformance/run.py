@@ -130,7 +130,7 @@ def conform(
     if failed:
         print(f"   the selftests' whole output is in {transcript}")
     disagreements = report_scenarios(on_kernel, on_lpfs, kernel_seconds)
-    disagreements += report_fuzz(fuzz.Side(boot), fuzz.Side(lpfs_ns), options)
+    disagreements += report_fuzz(compare.Side(boot), compare.Side(lpfs_ns), options)
     return Verdict(sum(r.passed for r in run.summary.results), failed, disagreements)
 
 
@@ -157,7 +157,7 @@ def keep(release: str, observed: list[list[compare.Observation]], work: Path, re
         )
 
 
-def report_fuzz(kernel: fuzz.Side, lpfs: fuzz.Side, options: FuzzOptions) -> int:
+def report_fuzz(kernel: compare.Side, lpfs: compare.Side, options: FuzzOptions) -> int:
     """Run the fuzzer and print its disagreements; returns how many there are."""
     if not options.examples:
         return 0

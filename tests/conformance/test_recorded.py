@@ -23,24 +23,19 @@ CASES = [(release, scenario) for release in RECORDINGS for scenario in SCENARIOS
 
 
 class Sides:
-    """One ``lpfs ns`` per kernel release at a time, replaced after a scenario
-    that forces (as the kernel is rebooted) or fails (it may have left state)."""
+    """One ``lpfs ns`` at a time, for the release the test asks for."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.open: dict[str, LpfsNs] = {}
+        self.open: dict[str, compare.Side] = {}
 
-    def get(self, release: str) -> LpfsNs:
+    def get(self, release: str) -> compare.Side:
         for other in [name for name in self.open if name != release]:
-            self.retire(other)
+            self.open.pop(other).stop()
         if release not in self.open:
-            self.open[release] = LpfsNs(release, self.logs / f"{release}.log").__enter__()
+            log = self.logs / f"{release}.log"
+            self.open[release] = compare.Side(lambda: LpfsNs(release, log))
         return self.open[release]
-
-    def retire(self, release: str) -> None:
-        side = self.open.pop(release, None)
-        if side is not None:
-            side.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +48,8 @@ def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
     try:
         yield made
     finally:
-        for release in list(made.open):
-            made.retire(release)
+        for side in made.open.values():
+            side.stop()
 
 
 def test_every_scenario_is_recorded() -> None:
@@ -73,13 +68,7 @@ def test_lpfs_does_as_the_kernel_did(sides: Sides, release: str, scenario: Scena
     recorded = RECORDINGS[release].scenarios.get(scenario.name)
     if recorded is None:
         pytest.fail(f"{scenario.name!r} is not recorded for {release}")
-    try:
-        observed = compare.observe(sides.get(release), scenario)
-    except BaseException:
-        sides.retire(release)
-        raise
-    if scenario.forces:
-        sides.retire(release)
+    observed = sides.get(release).observe(scenario)
     found = compare.disagreements(recorded, observed)
     report = [
         f"step {number} ({recorded[number - 1].step}): {field}\n{diff}"
